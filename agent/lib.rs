@@ -1,0 +1,19 @@
+//! nhsmail-agent sends patient SMS through an NHSmail mailbox and manages that mailbox's password.
+//!
+//! Module map:
+//! - [`config`]: settings from the TOML file, the environment and flags, validated once at start-up.
+//! - [`store`]: the SQLite database; the only module that writes SQL.
+//! - [`sms`]: UK mobile number normalisation and SMS encoding and part counting. Pure, no I/O.
+//! - [`queue`]: message states, submission rules, backoff and expiry.
+//! - [`transport`]: SMTP out and IMAP in, with errors classified as transient, permanent or authentication.
+//! - [`mailbox`]: classification of inbound email (failure report, receipt, reply, other). Pure over bytes.
+//! - [`credentials`]: the encrypted password vault and the password's lifecycle state.
+//! - [`api`]: the gRPC services; thin wrappers over the core.
+
+pub mod proto {
+    //! Code generated from `proto/nhsmail/agent/v1`.
+    tonic::include_proto!("nhsmail.agent.v1");
+
+    /// Encoded descriptors of every service, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nhsmail_descriptor.bin"));
+}
