@@ -8,7 +8,10 @@
 //! - [`transport`]: SMTP out and IMAP in, with errors classified as transient, permanent or authentication.
 //! - [`mailbox`]: classification of inbound email (failure report, receipt, reply, other). Pure over bytes.
 //! - [`credentials`]: the encrypted password vault and the password's lifecycle state.
+//! - [`paths`]: default file locations shared with nhsmail-ctl.
 //! - [`api`]: the gRPC services; thin wrappers over the core.
+
+pub mod paths;
 
 pub mod proto {
     //! Code generated from `proto/nhsmail/agent/v1`.
