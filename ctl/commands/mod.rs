@@ -1,0 +1,63 @@
+//! The commands of nhsmail-ctl, one module per command group. `run` loads the token, connects to the agent and
+//! dispatches; each command makes its call, prints the result and then the agent's warnings.
+
+mod connectivity;
+mod messages;
+mod password;
+mod replies;
+mod status;
+mod upload;
+
+use std::time::Duration;
+
+use nhsmail_agent::paths::{admin_token_path, default_data_dir};
+use nhsmail_agent::proto::GetStatusRequest;
+
+use crate::cli::{
+    Cli, Command, ConnectivityCommand, MessagesCommand, PasswordCommand, RepliesCommand,
+    UploadCommand,
+};
+use crate::connect::Agent;
+use crate::output;
+use crate::token::{self, TOKEN_ENV};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    let token = token::load(
+        global.token_file.as_deref(),
+        std::env::var(TOKEN_ENV).ok(),
+        || admin_token_path(&default_data_dir()),
+    )?;
+    let agent = Agent::connect(&global.agent, Duration::from_secs(global.timeout), token).await?;
+    let format = global.output;
+
+    match cli.command {
+        Command::Status => status::show(&agent, format).await,
+        Command::Connectivity(ConnectivityCommand::Show) => {
+            connectivity::show(&agent, format).await
+        }
+        Command::Connectivity(ConnectivityCommand::Set(args)) => {
+            connectivity::set(&agent, format, args).await
+        }
+        Command::Password(PasswordCommand::Set(args)) => password::set(&agent, format, args).await,
+        Command::Upload(UploadCommand::Trigger) => upload::trigger(&agent, format).await,
+        Command::Send(args) => messages::send(&agent, format, args).await,
+        Command::Messages(MessagesCommand::List(args)) => {
+            messages::list(&agent, format, args).await
+        }
+        Command::Messages(MessagesCommand::Show { id }) => messages::show(&agent, format, id).await,
+        Command::Messages(MessagesCommand::Cancel { id }) => {
+            messages::cancel(&agent, format, id).await
+        }
+        Command::Replies(RepliesCommand::List(args)) => replies::list(&agent, format, args).await,
+    }
+}
+
+/// Prints the agent's current warnings after a command whose response carries none. A failure of this extra call
+/// is ignored, because the command itself has already succeeded.
+async fn print_status_warnings(agent: &Agent) {
+    let request = agent.request(GetStatusRequest {});
+    if let Ok(status) = agent.call(agent.agent_service().get_status(request)).await {
+        output::print_warnings(&status.warnings);
+    }
+}

@@ -1,0 +1,91 @@
+//! The connection to one agent: the channel, the clients of its three services, and the deadline applied to every
+//! call.
+
+use std::future::Future;
+use std::time::Duration;
+
+use nhsmail_agent::proto::agent_service_client::AgentServiceClient;
+use nhsmail_agent::proto::connectivity_service_client::ConnectivityServiceClient;
+use nhsmail_agent::proto::message_service_client::MessageServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::error::CtlError;
+use crate::token::BearerToken;
+
+type AuthChannel = InterceptedService<Channel, BearerToken>;
+
+/// A connected agent. Clients are created per call; they share the one HTTP/2 channel.
+pub struct Agent {
+    url: String,
+    timeout: Duration,
+    channel: Channel,
+    token: BearerToken,
+}
+
+impl Agent {
+    /// Connects to `url`, failing with `CtlError::Unreachable` or `CtlError::TimedOut` after `timeout`.
+    pub async fn connect(
+        url: &str,
+        timeout: Duration,
+        token: BearerToken,
+    ) -> Result<Agent, CtlError> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|err| CtlError::unreachable(url, Box::new(err)))?
+            .connect_timeout(timeout);
+
+        let channel = tokio::time::timeout(timeout, endpoint.connect())
+            .await
+            .map_err(|_| CtlError::TimedOut {
+                url: url.to_string(),
+                seconds: timeout.as_secs(),
+            })?
+            .map_err(|err| CtlError::unreachable(url, Box::new(err)))?;
+
+        Ok(Agent {
+            url: url.to_string(),
+            timeout,
+            channel,
+            token,
+        })
+    }
+
+    pub fn agent_service(&self) -> AgentServiceClient<AuthChannel> {
+        AgentServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+
+    pub fn connectivity_service(&self) -> ConnectivityServiceClient<AuthChannel> {
+        ConnectivityServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+
+    pub fn message_service(&self) -> MessageServiceClient<AuthChannel> {
+        MessageServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+
+    /// Wraps a request message, telling the agent the deadline through the `grpc-timeout` header.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    /// Awaits one call, enforcing the deadline locally too, and maps a failure to a `CtlError`.
+    pub async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<T, CtlError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(CtlError::from_status(
+                status,
+                &self.url,
+                self.timeout.as_secs(),
+            )),
+            Err(_) => Err(CtlError::TimedOut {
+                url: self.url.clone(),
+                seconds: self.timeout.as_secs(),
+            }),
+        }
+    }
+}

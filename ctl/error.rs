@@ -1,0 +1,286 @@
+//! Failures of nhsmail-ctl, the exit code of each, and the mapping from gRPC status codes to messages a person can
+//! act on.
+
+use std::io;
+
+use tonic::{Code, Status};
+
+/// Exit codes documented in `--help`. Clap itself exits with 2 on a usage error.
+pub mod exit {
+    pub const AGENT_ERROR: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNREACHABLE: u8 = 3;
+    pub const AUTHENTICATION: u8 = 4;
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// Local input that cannot be sent, found after clap accepted the command line.
+    #[error("{0}")]
+    Input(String),
+
+    #[error(
+        "cannot read the token file {path}: {reason}; pass --token-file PATH or set NHSMAIL_TOKEN"
+    )]
+    TokenFile { path: String, reason: String },
+
+    #[error("the token from {origin} contains characters not allowed in a header; check {origin}")]
+    TokenInvalid { origin: String },
+
+    #[error("unauthenticated: the agent rejected the token; check --token-file or NHSMAIL_TOKEN")]
+    Unauthenticated(#[source] AgentMessage),
+
+    #[error(
+        "permission denied: the token's role does not allow this command; use a token with the admin role"
+    )]
+    PermissionDenied(#[source] AgentMessage),
+
+    #[error("cannot reach the agent at {url}: {reason}; is nhsmail-agent running?")]
+    Unreachable {
+        url: String,
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    #[error(
+        "timed out after {seconds} seconds waiting for the agent at {url}; the agent may still carry out the \
+         request; raise --timeout to wait longer"
+    )]
+    TimedOut { url: String, seconds: u64 },
+
+    /// The agent answered with an error; the message is already worded for the user.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// The message text of a `tonic::Status`, kept as the cause of an error worded for the user.
+#[derive(Debug, thiserror::Error)]
+#[error("the agent said: {0}")]
+pub struct AgentMessage(pub String);
+
+impl CtlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Input(_) => exit::USAGE,
+            CtlError::TokenFile { .. }
+            | CtlError::TokenInvalid { .. }
+            | CtlError::Unauthenticated(_)
+            | CtlError::PermissionDenied(_) => exit::AUTHENTICATION,
+            CtlError::Unreachable { .. } | CtlError::TimedOut { .. } => exit::UNREACHABLE,
+            CtlError::Rejected(_) => exit::AGENT_ERROR,
+        }
+    }
+
+    /// Builds the error for a failed connection attempt, naming the underlying I/O failure when there is one.
+    pub fn unreachable(url: &str, source: BoxError) -> CtlError {
+        let reason = io_reason(source.as_ref()).unwrap_or_else(|| "connection failed".to_string());
+        CtlError::Unreachable {
+            url: url.to_string(),
+            reason,
+            source: Some(source),
+        }
+    }
+
+    /// Maps the status of a failed call to an error worded for the user.
+    ///
+    /// Every code is listed, so a new code in tonic fails to compile here instead of falling into a default.
+    pub fn from_status(status: Status, url: &str, timeout_seconds: u64) -> CtlError {
+        let message = status.message().to_string();
+        let detail = |prefix: &str| {
+            if message.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}: {message}")
+            }
+        };
+
+        match status.code() {
+            Code::InvalidArgument if message.is_empty() => {
+                CtlError::Rejected("invalid argument".into())
+            }
+            Code::InvalidArgument => CtlError::Rejected(message),
+            Code::NotFound => CtlError::Rejected(detail("not found")),
+            Code::AlreadyExists => CtlError::Rejected(detail("already exists")),
+            Code::FailedPrecondition => CtlError::Rejected(detail("failed precondition")),
+            Code::OutOfRange => CtlError::Rejected(detail("out of range")),
+            Code::Aborted => CtlError::Rejected(format!("{}; try again", detail("aborted"))),
+            Code::ResourceExhausted => {
+                CtlError::Rejected(format!("{}; try again later", detail("resource exhausted")))
+            }
+            Code::Unimplemented => CtlError::Rejected(format!(
+                "{}; the agent does not support this command, so upgrade nhsmail-agent",
+                detail("unimplemented")
+            )),
+            Code::Internal => {
+                CtlError::Rejected(format!("{}; see the agent's log", detail("internal error")))
+            }
+            Code::DataLoss => {
+                CtlError::Rejected(format!("{}; see the agent's log", detail("data loss")))
+            }
+            Code::Unknown => CtlError::Rejected(detail("unknown error")),
+            Code::Ok => CtlError::Rejected(detail("the agent returned a failure with status OK")),
+            Code::Unauthenticated => CtlError::Unauthenticated(AgentMessage(message)),
+            Code::PermissionDenied => CtlError::PermissionDenied(AgentMessage(message)),
+            Code::DeadlineExceeded => CtlError::TimedOut {
+                url: url.to_string(),
+                seconds: timeout_seconds,
+            },
+            Code::Unavailable | Code::Cancelled => {
+                let reason =
+                    io_reason(&status).unwrap_or_else(|| detail(status_word(status.code())));
+                CtlError::Unreachable {
+                    url: url.to_string(),
+                    reason,
+                    source: Some(Box::new(status)),
+                }
+            }
+        }
+    }
+}
+
+fn status_word(code: Code) -> &'static str {
+    if code == Code::Cancelled {
+        "the call was cancelled"
+    } else {
+        "unavailable"
+    }
+}
+
+/// Returns the kind of the first I/O error in the chain, such as "connection refused".
+fn io_reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io_error) = error.downcast_ref::<io::Error>() {
+            return Some(io_error.kind().to_string());
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// Returns the exit code for an error: the first `CtlError` in the chain decides, and anything else counts as a
+/// failure reported by the agent.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<CtlError>())
+        .map_or(exit::AGENT_ERROR, CtlError::exit_code)
+}
+
+/// Formats an error as `error: <message>` followed by one `  caused by: <cause>` line per cause.
+pub fn render(error: &anyhow::Error) -> String {
+    let mut text = format!("error: {error}");
+    let mut previous = error.to_string();
+    for cause in error.chain().skip(1) {
+        // hyper-util repeats some causes word for word; print each run of equal causes once.
+        let cause = cause.to_string();
+        if cause != previous {
+            text.push_str(&format!("\n  caused by: {cause}"));
+        }
+        previous = cause;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "http://127.0.0.1:50051";
+
+    fn mapped(code: Code, message: &str) -> CtlError {
+        CtlError::from_status(Status::new(code, message), URL, 10)
+    }
+
+    #[test]
+    fn status_codes_map_to_exit_codes() {
+        let cases = [
+            (Code::Ok, exit::AGENT_ERROR),
+            (Code::Cancelled, exit::UNREACHABLE),
+            (Code::Unknown, exit::AGENT_ERROR),
+            (Code::InvalidArgument, exit::AGENT_ERROR),
+            (Code::DeadlineExceeded, exit::UNREACHABLE),
+            (Code::NotFound, exit::AGENT_ERROR),
+            (Code::AlreadyExists, exit::AGENT_ERROR),
+            (Code::PermissionDenied, exit::AUTHENTICATION),
+            (Code::ResourceExhausted, exit::AGENT_ERROR),
+            (Code::FailedPrecondition, exit::AGENT_ERROR),
+            (Code::Aborted, exit::AGENT_ERROR),
+            (Code::OutOfRange, exit::AGENT_ERROR),
+            (Code::Unimplemented, exit::AGENT_ERROR),
+            (Code::Internal, exit::AGENT_ERROR),
+            (Code::Unavailable, exit::UNREACHABLE),
+            (Code::DataLoss, exit::AGENT_ERROR),
+            (Code::Unauthenticated, exit::AUTHENTICATION),
+        ];
+        for (code, expected) in cases {
+            assert_eq!(mapped(code, "detail").exit_code(), expected, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_argument_keeps_agent_message() {
+        let error = mapped(
+            Code::InvalidArgument,
+            "to: 01632 960000 is not a UK mobile number",
+        );
+        assert_eq!(
+            error.to_string(),
+            "to: 01632 960000 is not a UK mobile number"
+        );
+    }
+
+    #[test]
+    fn not_found_prefixes_agent_message() {
+        let error = mapped(Code::NotFound, "message 0190 not found");
+        assert_eq!(error.to_string(), "not found: message 0190 not found");
+    }
+
+    #[test]
+    fn unauthenticated_points_to_token_flag() {
+        let error = anyhow::Error::new(mapped(Code::Unauthenticated, "unknown token"));
+        let text = render(&error);
+        assert!(text.starts_with(
+            "error: unauthenticated: the agent rejected the token; check --token-file"
+        ));
+        assert!(
+            text.contains("\n  caused by: the agent said: unknown token"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn deadline_exceeded_names_url_and_timeout() {
+        let text = mapped(Code::DeadlineExceeded, "").to_string();
+        assert!(text.contains(URL), "{text}");
+        assert!(text.contains("10 seconds"), "{text}");
+    }
+
+    #[test]
+    fn unreachable_names_io_error_kind() {
+        let io_error = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let error = CtlError::unreachable(URL, Box::new(io_error));
+        assert_eq!(
+            error.to_string(),
+            "cannot reach the agent at http://127.0.0.1:50051: connection refused; is nhsmail-agent running?"
+        );
+    }
+
+    #[test]
+    fn exit_code_found_under_context() {
+        let error =
+            anyhow::Error::new(CtlError::Input("bad".into())).context("reading the password");
+        assert_eq!(exit_code(&error), exit::USAGE);
+    }
+
+    #[test]
+    fn unclassified_error_exits_one() {
+        assert_eq!(
+            exit_code(&anyhow::anyhow!("something else")),
+            exit::AGENT_ERROR
+        );
+    }
+}
