@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-/// Default gRPC address of the agent: loopback only, as the agent listens by default.
+/// Default gRPC address of the agent, on loopback where the agent listens by default.
 pub const DEFAULT_AGENT_URL: &str = "http://127.0.0.1:50051";
 
-/// Longest interval between upload cycles that the agent accepts: 24 hours.
+/// Maximum interval between upload cycles that the agent accepts: 24 hours.
 const MAX_UPLOAD_INTERVAL_MINUTES: u32 = 1440;
 
-/// Largest page the agent returns for one list call.
+/// Maximum page size that the agent accepts for one list call.
 const MAX_PAGE_SIZE: u32 = 1000;
 
 #[derive(Debug, Parser)]
@@ -38,8 +38,8 @@ pub struct GlobalOptions {
           value_parser = parse_agent_url)]
     pub agent: String,
 
-    /// File containing the bearer token. Without it, NHSMAIL_TOKEN is used as the token itself, and without that the
-    /// agent's admin token file in its default data directory.
+    /// File containing the bearer token. Without it, the token is taken from NHSMAIL_TOKEN, or else read from the
+    /// agent's admin token file (see "Token" in --help).
     #[arg(long, global = true, value_name = "PATH", env = "NHSMAIL_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
@@ -47,7 +47,7 @@ pub struct GlobalOptions {
     #[arg(long, global = true, value_name = "FORMAT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
-    /// Deadline for connecting and for each call to the agent, in seconds.
+    /// Deadline for connecting and for each call to the agent, in seconds (1 to 3600).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
@@ -164,7 +164,7 @@ pub struct SendArgs {
     #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
     pub send_after: Option<DateTime<Utc>>,
 
-    /// Do not send after this time, as RFC 3339; the text then expires instead.
+    /// Do not send after this time, as RFC 3339. A text still unsent then expires.
     #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
     pub expires_at: Option<DateTime<Utc>>,
 

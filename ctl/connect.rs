@@ -2,14 +2,14 @@
 //! call.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nhsmail_agent::proto::agent_service_client::AgentServiceClient;
 use nhsmail_agent::proto::connectivity_service_client::ConnectivityServiceClient;
 use nhsmail_agent::proto::message_service_client::MessageServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::error::CtlError;
 use crate::token::BearerToken;
@@ -75,17 +75,78 @@ impl Agent {
         &self,
         call: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<T, CtlError> {
+        let started = Instant::now();
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(CtlError::from_status(
-                status,
-                &self.url,
-                self.timeout.as_secs(),
-            )),
-            Err(_) => Err(CtlError::TimedOut {
-                url: self.url.clone(),
-                seconds: self.timeout.as_secs(),
-            }),
+            Ok(Err(status)) => Err(self.failure(status, started.elapsed())),
+            Err(_) => Err(self.timed_out()),
         }
+    }
+
+    /// Maps the status of a failed call that took `elapsed`.
+    fn failure(&self, status: Status, elapsed: Duration) -> CtlError {
+        // A tonic 0.14 server responds CANCELLED "Timeout expired" once the grpc-timeout deadline passes, and that
+        // response can arrive just before the local deadline fires.
+        if status.code() == Code::Cancelled && elapsed >= self.timeout {
+            return self.timed_out();
+        }
+        CtlError::from_status(status, &self.url, self.timeout.as_secs())
+    }
+
+    fn timed_out(&self) -> CtlError {
+        CtlError::TimedOut {
+            url: self.url.clone(),
+            seconds: self.timeout.as_secs(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::exit;
+
+    fn lazy_agent(timeout: Duration) -> Agent {
+        let token = crate::token::load(None, Some("test-token".into()), || unreachable!()).unwrap();
+        Agent {
+            url: "http://127.0.0.1:50051".into(),
+            timeout,
+            // A lazy channel connects on first use, and these tests never use it.
+            channel: Endpoint::from_static("http://127.0.0.1:50051").connect_lazy(),
+            token,
+        }
+    }
+
+    #[tokio::test]
+    async fn server_deadline_counts_as_timeout() {
+        let agent = lazy_agent(Duration::from_secs(2));
+        let status = Status::cancelled("Timeout expired");
+
+        let error = agent.failure(status, Duration::from_secs(2));
+
+        assert!(
+            matches!(error, CtlError::TimedOut { seconds: 2, .. }),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn early_cancel_is_not_timeout() {
+        let agent = lazy_agent(Duration::from_secs(2));
+        let status = Status::cancelled("stream reset");
+
+        let error = agent.failure(status, Duration::from_millis(100));
+
+        assert!(matches!(error, CtlError::Unreachable { .. }), "{error}");
+        assert_eq!(error.exit_code(), exit::UNREACHABLE);
+    }
+
+    #[tokio::test]
+    async fn request_carries_grpc_timeout() {
+        let agent = lazy_agent(Duration::from_secs(7));
+
+        let request = agent.request(());
+
+        assert_eq!(request.metadata().get("grpc-timeout").unwrap(), "7000000u");
     }
 }

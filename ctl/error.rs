@@ -46,12 +46,13 @@ pub enum CtlError {
     },
 
     #[error(
-        "timed out after {seconds} seconds waiting for the agent at {url}; the agent may still carry out the \
-         request; raise --timeout to wait longer"
+        "timed out after {} waiting for the agent at {url}; the agent may still carry out the request; raise \
+         --timeout to wait longer",
+        seconds_text(*.seconds)
     )]
     TimedOut { url: String, seconds: u64 },
 
-    /// The agent answered with an error; the message is already worded for the user.
+    /// An error status returned by the agent, with its message already worded for the user.
     #[error("{0}")]
     Rejected(String),
 }
@@ -138,6 +139,14 @@ impl CtlError {
                 }
             }
         }
+    }
+}
+
+fn seconds_text(seconds: u64) -> String {
+    if seconds == 1 {
+        "1 second".to_string()
+    } else {
+        format!("{seconds} seconds")
     }
 }
 

@@ -19,7 +19,7 @@ pub fn print_result(
 ) {
     match format {
         OutputFormat::Json => {
-            // Serialising a `Value` cannot fail: its map keys are always strings.
+            // serde_json fails only on a map with non-string keys or a failing `Serialize`, and a `Value` has neither.
             let text =
                 serde_json::to_string_pretty(&json()).expect("a JSON value always serialises");
             println!("{text}");
@@ -197,8 +197,8 @@ pub fn truncate(text: &str, max_chars: usize) -> String {
     if text.chars().count() <= max_chars {
         return text.to_string();
     }
-    let kept: String = text.chars().take(max_chars.saturating_sub(1)).collect();
-    format!("{kept}…")
+    let prefix: String = text.chars().take(max_chars.saturating_sub(1)).collect();
+    format!("{prefix}…")
 }
 
 /// Returns `text`, or "-" when it is empty.

@@ -11,7 +11,7 @@ use tonic::{Request, Status};
 
 use crate::error::CtlError;
 
-/// Environment variable that holds the token itself.
+/// Environment variable that contains the token itself.
 pub const TOKEN_ENV: &str = "NHSMAIL_TOKEN";
 
 /// The `authorization` header value, marked sensitive so that tonic and hyper do not log it.
@@ -73,12 +73,12 @@ pub fn load(
 }
 
 fn read_file(path: &Path) -> Result<BearerToken, CtlError> {
-    let shown = path.display().to_string();
+    let path_text = path.display().to_string();
     let contents = std::fs::read_to_string(path).map_err(|err| CtlError::TokenFile {
-        path: shown.clone(),
+        path: path_text.clone(),
         reason: read_failure(&err),
     })?;
-    BearerToken::parse(&contents, &shown)
+    BearerToken::parse(&contents, &path_text)
 }
 
 fn read_failure(error: &io::Error) -> String {

@@ -42,7 +42,7 @@ pub async fn send(agent: &Agent, format: OutputFormat, args: SendArgs) -> anyhow
     let message = response
         .message
         .as_ref()
-        .context("the agent's answer to SubmitMessage has no message")?;
+        .context("the agent's SubmitMessage response contains no message")?;
 
     output::print_result(
         format,
