@@ -59,7 +59,7 @@ pub enum CtlError {
 
 /// The message text of a `tonic::Status`, kept as the cause of an error worded for the user.
 #[derive(Debug, thiserror::Error)]
-#[error("the agent said: {0}")]
+#[error("agent message: {0}")]
 pub struct AgentMessage(pub String);
 
 impl CtlError {
@@ -256,7 +256,7 @@ mod tests {
             "error: unauthenticated: the agent rejected the token; check --token-file"
         ));
         assert!(
-            text.contains("\n  caused by: the agent said: unknown token"),
+            text.contains("\n  caused by: agent message: unknown token"),
             "{text}"
         );
     }

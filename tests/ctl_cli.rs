@@ -675,7 +675,7 @@ async fn rejected_token_exits_four() {
         "{message}"
     );
     assert!(
-        message.contains("caused by: the agent said: unknown token"),
+        message.contains("caused by: agent message: unknown token"),
         "{message}"
     );
     assert!(!message.contains("wrong-token"), "{message}");
