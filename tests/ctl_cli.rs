@@ -1,8 +1,8 @@
 //! Runs the built nhsmail-ctl binary: against nothing for usage and connection errors, and against an in-test tonic
 //! server on 127.0.0.1 with fixed responses for output formats, the bearer token, warnings and exit codes.
 //!
-//! The server stands in only for the agent's gRPC surface; tests of nhsmail-ctl against the real agent live
-//! elsewhere.
+//! The server implements only the agent's gRPC services, with no queue or mailbox behind them. Tests of nhsmail-ctl
+//! against the real agent are separate.
 
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
