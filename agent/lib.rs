@@ -11,6 +11,7 @@
 //! - [`paths`]: default file locations shared with nhsmail-ctl.
 //! - [`api`]: the gRPC services; thin wrappers over the core.
 
+pub mod mailbox;
 pub mod paths;
 pub mod sms;
 
