@@ -11,7 +11,9 @@
 //! - [`paths`]: default file locations shared with nhsmail-ctl.
 //! - [`api`]: the gRPC services; thin wrappers over the core.
 
+pub mod mailbox;
 pub mod paths;
+pub mod sms;
 
 pub mod proto {
     //! Code generated from `proto/nhsmail/agent/v1`.
