@@ -13,6 +13,7 @@
 
 pub mod paths;
 pub mod queue;
+pub mod store;
 
 pub mod proto {
     //! Code generated from `proto/nhsmail/agent/v1`.
