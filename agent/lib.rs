@@ -13,7 +13,9 @@
 
 pub mod mailbox;
 pub mod paths;
+pub mod queue;
 pub mod sms;
+pub mod store;
 
 pub mod proto {
     //! Code generated from `proto/nhsmail/agent/v1`.
