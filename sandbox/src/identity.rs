@@ -204,7 +204,7 @@ fn graph_error(
 }
 
 /// Checks the request's bearer token, returning the Graph error response when it fails.
-fn check_bearer(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn check_bearer(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let now = shared.clock.now();
     let token = headers
         .get(header::AUTHORIZATION)
@@ -213,27 +213,27 @@ fn check_bearer(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
         .map(|(_, token)| token.trim());
     let Some(token) = token else {
-        return Err(graph_error(
+        return Err(Box::new(graph_error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "Access token is empty.",
             now,
-        ));
+        )));
     };
     if !shared.account().check_access_token(token, now) {
-        return Err(graph_error(
+        return Err(Box::new(graph_error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "Access token has expired or is not valid.",
             now,
-        ));
+        )));
     }
     Ok(())
 }
 
 async fn me(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(response) = check_bearer(&shared, &headers) {
-        return response;
+        return *response;
     }
     let username = shared.username();
     Json(json!({ "userPrincipalName": username, "mail": username })).into_response()
@@ -252,7 +252,7 @@ async fn change_password(
     body: Result<Json<ChangePasswordRequest>, JsonRejection>,
 ) -> Response {
     if let Err(response) = check_bearer(&shared, &headers) {
-        return response;
+        return *response;
     }
     let now = shared.clock.now();
     let Ok(Json(request)) = body else {

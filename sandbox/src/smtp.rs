@@ -523,7 +523,7 @@ impl Session {
         let body = parsed
             .as_ref()
             .and_then(|m| m.body_text(0))
-            .map(|text| text.trim().to_string())
+            .map(|text| text.replace("\r\n", "\n").trim().to_string())
             .unwrap_or_default();
         let text = if body.is_empty() {
             subject.clone().unwrap_or_default()

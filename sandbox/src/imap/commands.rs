@@ -224,12 +224,14 @@ impl Session {
     }
 
     pub(super) fn close(&mut self, expunge: bool) -> Reply {
-        if let Some(selected) = self.selected.take() {
-            if expunge && !selected.read_only {
-                if let Err(error) = self.shared.mailbox().expunge(&selected.name, None) {
-                    return Reply::Tagged(format!("NO CLOSE failed: {error}"));
-                }
-            }
+        let Some(selected) = self.selected.take() else {
+            return Reply::Tagged("OK Folder closed".into());
+        };
+        if expunge
+            && !selected.read_only
+            && let Err(error) = self.shared.mailbox().expunge(&selected.name, None)
+        {
+            return Reply::Tagged(format!("NO CLOSE failed: {error}"));
         }
         Reply::Tagged("OK Folder closed".into())
     }

@@ -162,11 +162,13 @@ impl Session {
                 Reply::Tagged(status) => {
                     let allow_expunge = allows_expunge(&name, &args);
                     self.send_updates(allow_expunge).await?;
-                    self.send(format!("{tag} {status}\r\n").as_bytes()).await?;
+                    // A BYE instead of the tagged reply, so the client cannot take the
+                    // command as done against the folder it knew.
                     if let Some(reason) = self.bye.take() {
                         self.send(format!("* BYE {reason}\r\n").as_bytes()).await?;
                         return Ok(());
                     }
+                    self.send(format!("{tag} {status}\r\n").as_bytes()).await?;
                 }
                 Reply::Close(status) => {
                     self.send(format!("{tag} {status}\r\n").as_bytes()).await?;
