@@ -33,7 +33,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// An OAuth 2.0 error response (RFC 6749 section 5.2) with Entra ID's `error_codes`.
+/// Builds an OAuth 2.0 error response (RFC 6749 section 5.2) with Entra ID's `error_codes`.
 fn oauth_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
     let body = json!({
         "error": error,
@@ -186,7 +186,7 @@ fn sign_in_error(error: &SignInError) -> Response {
     )
 }
 
-/// A Graph error (`{"error": {"code", "message", "innerError"}}`).
+/// Builds a Graph error response (`{"error": {"code", "message", "innerError"}}`).
 fn graph_error(
     status: StatusCode,
     code: &str,

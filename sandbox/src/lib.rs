@@ -66,12 +66,12 @@ pub enum SandboxError {
     Mailbox(#[from] mailbox::MailboxError),
 }
 
-/// What to start. Ports of 0 are chosen by the operating system.
+/// Settings for starting a sandbox. Ports of 0 are chosen by the operating system.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
-    /// Where the account, mailbox and certificates live; a temporary folder when `None`.
+    /// Folder of the account, mailbox and certificates, or a temporary folder when `None`.
     pub state_dir: Option<PathBuf>,
-    /// The account's address, used only when the state directory holds no account yet.
+    /// The account's address, used only when the state directory contains no account yet.
     pub username: String,
     pub policy: Policy,
     /// How long the SMS gateway waits before each receipt, report or reply.
@@ -244,7 +244,7 @@ impl Sandbox {
         &self.info
     }
 
-    /// The sandbox's clock, which the control API can also move.
+    /// Returns the sandbox's clock, which the control API can also move.
     pub fn clock(&self) -> &Clock {
         &self.shared.clock
     }
@@ -282,7 +282,7 @@ fn spawn_http(shared: &Arc<Shared>, listener: TcpListener, router: axum::Router)
     });
 }
 
-/// The gateway's number ranges as text, for `--help` and for embedding programs.
+/// Returns the gateway's number ranges as text, for `--help` and for embedding programs.
 pub fn number_ranges_help() -> String {
     gateway::ranges_help()
 }

@@ -33,7 +33,7 @@ pub struct StoredMessage {
     pub flags: BTreeSet<String>,
     pub internal_date: DateTime<Utc>,
     pub size: u32,
-    /// The file under `messages/` that holds the bytes.
+    /// The file under `messages/` that contains the bytes.
     pub file: String,
     /// IMAP's `\Recent`: set on arrival, cleared when a session selects the folder read-write.
     #[serde(default)]
@@ -81,7 +81,7 @@ struct MailboxIndex {
     next_file: u64,
 }
 
-/// How UID STORE changes flags.
+/// Flag change requested by STORE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlagChange {
     Add,
@@ -141,7 +141,7 @@ impl Mailbox {
         Ok(mailbox)
     }
 
-    /// Returns a receiver that sees a new value after every change.
+    /// Returns a receiver that receives a new value after every change.
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
@@ -400,7 +400,7 @@ impl Mailbox {
         persist::save_json(&self.dir.join("mailbox.json"), &self.index)
     }
 
-    /// Saves the index and tells watching sessions that something changed.
+    /// Saves the index and notifies watching sessions that something changed.
     fn commit(&mut self) -> Result<(), MailboxError> {
         self.save()?;
         self.version.send_modify(|version| *version += 1);
@@ -408,7 +408,7 @@ impl Mailbox {
     }
 }
 
-/// A UIDVALIDITY from the creation time, as many servers choose it, so a folder deleted and
+/// Returns a UIDVALIDITY from the creation time, as many servers choose it, so a folder deleted and
 /// created again gets a different one.
 fn initial_uidvalidity(now: DateTime<Utc>) -> u32 {
     u32::try_from(now.timestamp()).unwrap_or(1).max(1)

@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
-    /// Account address, used when the state folder holds no account yet
+    /// Account address, used when the state folder contains no account yet
     #[arg(long, default_value = nhsmail_sandbox::DEFAULT_USERNAME)]
     username: String,
 
@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
     // Logs go to stderr so that stdout's first line stays the JSON object.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "nhsmail_sandbox=info".into()),

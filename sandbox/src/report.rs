@@ -21,11 +21,11 @@ pub struct SubmittedText {
     pub submitted_at: DateTime<Utc>,
 }
 
-/// Where the gateway's reports and receipts come from.
+/// Sender address and domain of the gateway's reports and receipts.
 pub const GATEWAY_ADDRESS: &str = "gateway@sms.nhs.net";
 pub const GATEWAY_DOMAIN: &str = "sms.nhs.net";
 
-/// What a delivery status notification reports.
+/// Kind of delivery status notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DsnKind {
     Delivered,

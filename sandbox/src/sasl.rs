@@ -17,7 +17,7 @@ pub enum SaslError {
     Malformed(&'static str),
 }
 
-/// What the client presented: a password or a bearer token, for a user name.
+/// Credentials the client presented: a password or a bearer token, for a user name.
 pub enum Credentials {
     Password { username: String, password: String },
     Token { username: String, token: String },
@@ -109,7 +109,7 @@ pub fn decode_xoauth2(encoded: &[u8]) -> Result<Credentials, SaslError> {
 }
 
 /// The base64 JSON challenge an XOAUTH2 server sends after a rejected token; the client
-/// answers with an empty line and the server then fails the exchange.
+/// replies with an empty line and the server then fails the exchange.
 pub fn xoauth2_error_challenge() -> String {
     encode(
         r#"{"status":"401","schemes":"bearer","scope":"https://outlook.office365.com/.default"}"#,

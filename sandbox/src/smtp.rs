@@ -57,7 +57,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Why a session ended early.
+/// Reason a session ended early.
 #[derive(Debug, thiserror::Error)]
 enum SessionEnd {
     #[error(transparent)]
@@ -214,7 +214,7 @@ impl Session {
         self.reply("220 2.0.0 Ready to start TLS").await?;
         let acceptor = self.shared.tls.clone();
         self.conn().start_tls(&acceptor).await?;
-        // RFC 3207 section 4.2: the client starts again from EHLO and knows nothing yet.
+        // RFC 3207 section 4.2: the client starts again from EHLO, and nothing from before TLS is kept.
         self.greeted = false;
         self.authenticated = false;
         self.envelope = None;

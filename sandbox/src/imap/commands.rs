@@ -274,8 +274,8 @@ impl Session {
         }
     }
 
-    /// Returns (sequence number, UID) of each message in `set`, from the messages the
-    /// client has been told of and that still exist.
+    /// Returns (sequence number, UID) of each message in `set`, from the messages already
+    /// reported to the client that still exist.
     fn resolve(&self, set: &SequenceSet, by_uid: bool, folder: &Folder) -> Vec<(u32, u32)> {
         let selected = self
             .selected

@@ -13,7 +13,7 @@ use crate::net::{Conn, ConnError};
 use crate::sasl::{self, Credentials, SaslError};
 use crate::state::Shared;
 
-/// The longest command line accepted, literals excluded.
+/// Maximum length of a command line, literals excluded.
 const MAX_LINE: usize = 64 * 1024;
 /// The inactivity autologout timer: at least 30 minutes (RFC 3501 section 5.4).
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
@@ -28,7 +28,7 @@ pub enum SessionEnd {
     Fault,
 }
 
-/// The folder a session has selected, and the UIDs it has been told of, in sequence order.
+/// The folder a session selected, and the UIDs reported to the client, in sequence order.
 pub struct Selected {
     pub name: String,
     pub read_only: bool,
@@ -36,7 +36,7 @@ pub struct Selected {
     pub uids: Vec<u32>,
 }
 
-/// What a command handler asks the dispatcher to do next.
+/// The next step a command handler requests from the dispatcher.
 pub enum Reply {
     /// Send pending updates, then this tagged status (e.g. "OK SELECT completed").
     Tagged(String),
@@ -179,7 +179,7 @@ impl Session {
         }
     }
 
-    /// Reads one command with its literals in place. Returns `None` after answering a
+    /// Reads one command with its literals in place. Returns `None` after rejecting a
     /// literal that is too large.
     async fn read_command(&mut self) -> Result<Option<Vec<u8>>, SessionEnd> {
         let max_literal = self.shared.settings.max_message_size;
@@ -318,12 +318,13 @@ impl Session {
     }
 }
 
-/// Returns whether `name` may be answered with EXPUNGE responses (RFC 3501 section 7.4.1
+/// Returns whether the reply to `name` may include EXPUNGE responses (RFC 3501 section 7.4.1
 /// forbids them during FETCH, STORE and SEARCH by sequence number).
 fn allows_expunge(name: &str, args: &[Token]) -> bool {
     match name {
         "FETCH" | "STORE" | "SEARCH" => false,
-        // The UID forms may, but sequence numbers in their answers would then shift.
+        // RFC 3501 allows them for the UID forms, but sequence numbers in the FETCH
+        // responses would then shift under the client.
         "UID" => args
             .first()
             .and_then(Token::atom_upper)

@@ -128,7 +128,8 @@ def smtp_non_gateway_recipient_refused():
     client = smtp_signed_in()
     client.mail(USERNAME)
     code, message = client.rcpt("patient@example.org")
-    assert code == 550 and b"5.7.1" in message, f"RCPT to another domain returned {code} {message!r}"
+    assert code == 550, f"RCPT to another domain returned {code} {message!r}"
+    assert b"5.7.1" in message, f"RCPT to another domain returned {message!r}"
     client.quit()
 
 
@@ -137,7 +138,8 @@ def smtp_invalid_number_refused():
     client = smtp_signed_in()
     client.mail(USERNAME)
     code, message = client.rcpt("0770090012@sms.nhs.net")
-    assert code == 550 and b"5.1.1" in message, f"RCPT to a short number returned {code} {message!r}"
+    assert code == 550, f"RCPT to a short number returned {code} {message!r}"
+    assert b"5.1.1" in message, f"RCPT to a short number returned {message!r}"
     client.quit()
 
 
@@ -365,7 +367,8 @@ def imap_store_flags():
     imap = imap_signed_in()
     imap.select("INBOX")
     typ, data = imap.uid("STORE", "1", "+FLAGS", "(\\Flagged \\Seen)")
-    assert b"\\Flagged" in data[0] and b"\\Seen" in data[0], f"+FLAGS: {data}"
+    assert b"\\Flagged" in data[0], f"+FLAGS: {data}"
+    assert b"\\Seen" in data[0], f"+FLAGS: {data}"
     typ, data = imap.uid("STORE", "1", "-FLAGS", "(\\Flagged)")
     assert b"\\Flagged" not in data[0], f"-FLAGS: {data}"
     typ, data = imap.uid("STORE", "1", "FLAGS.SILENT", "(\\Answered)")
@@ -385,7 +388,8 @@ def imap_move_reports_copyuid():
     typ, data = imap.uid("MOVE", "1", "Processed")
     assert typ == "OK", f"UID MOVE: {typ} {data}"
     copyuid = imap.response("COPYUID")[1]
-    assert copyuid[0] is not None and copyuid[0].split()[1:] == [b"1", b"1"], f"COPYUID: {copyuid}"
+    assert copyuid[0] is not None, "UID MOVE sent no COPYUID"
+    assert copyuid[0].split()[1:] == [b"1", b"1"], f"COPYUID: {copyuid}"
     _, data = imap.uid("SEARCH", None, "ALL")
     assert data == [b""], f"INBOX after MOVE: {data}"
     _, data = imap.select("Processed")
@@ -401,7 +405,8 @@ def imap_copy_keeps_source():
     imap.select("INBOX")
     # imaplib.uid() drops the tagged response's text, which carries COPYUID.
     typ, data = imap._simple_command("UID", "COPY", "1", "Archive")
-    assert typ == "OK" and b"COPYUID" in data[0], f"UID COPY: {typ} {data}"
+    assert typ == "OK", f"UID COPY: {typ} {data}"
+    assert b"COPYUID" in data[0], f"UID COPY: {data}"
     _, data = imap.uid("SEARCH", None, "ALL")
     assert data == [b"1"], f"INBOX after COPY: {data}"
     imap.logout()
@@ -413,7 +418,8 @@ def imap_copy_to_missing_folder_refused():
     imap = imap_signed_in()
     imap.select("INBOX")
     typ, data = imap.uid("COPY", "1", "Missing")
-    assert typ == "NO" and b"TRYCREATE" in data[0], f"UID COPY to a missing folder: {typ} {data}"
+    assert typ == "NO", f"UID COPY to a missing folder: {typ} {data}"
+    assert b"TRYCREATE" in data[0], f"UID COPY to a missing folder: {data}"
     imap.logout()
 
 
@@ -487,7 +493,7 @@ def imap_xoauth2_with_token():
 @case
 def imap_xoauth2_bad_token_refused():
     imap = imaplib.IMAP4_SSL("127.0.0.1", INFO["imap_port"], ssl_context=tls_context(), timeout=TIMEOUT)
-    # imaplib answers the error challenge with the same callback; an empty answer ends it.
+    # imaplib replies to the error challenge with the same callback, and an empty reply ends it.
     answers = iter([xoauth2_string("not-a-token").encode(), b""])
     try:
         imap.authenticate("XOAUTH2", lambda _: next(answers))
@@ -523,7 +529,8 @@ def token_password_grant_shape():
 def token_refresh_grant():
     refresh_token = password_grant()["refresh_token"]
     status, body = token_grant(grant_type="refresh_token", refresh_token=refresh_token)
-    assert status == 200 and "access_token" in body, f"refresh grant: {status} {body}"
+    assert status == 200, f"refresh grant: {status} {body}"
+    assert "access_token" in body, f"refresh grant: {body}"
 
 
 @case
@@ -606,7 +613,8 @@ def expired_password_refused_everywhere():
     else:
         raise AssertionError("IMAP accepted an expired password")
     status, body = token_grant(grant_type="password", username=USERNAME, password=current_password())
-    assert status == 400 and "expired" in body["error_description"], f"token: {status} {body}"
+    assert status == 400, f"token: {status} {body}"
+    assert "expired" in body["error_description"], f"token: {body}"
 
 
 @case
@@ -779,7 +787,8 @@ def fault_imap_drop_mid_fetch():
     imap = imap_signed_in()
     imap.select("INBOX")
     typ, data = imap.uid("FETCH", "1:*", "(BODY.PEEK[])")
-    assert typ == "OK" and b"Body of partial" in data[0][1], f"FETCH after the fault: {typ}"
+    assert typ == "OK", f"FETCH after the fault: {typ}"
+    assert b"Body of partial" in data[0][1], f"FETCH after the fault: {data}"
 
 
 @case
