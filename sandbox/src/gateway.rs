@@ -133,6 +133,9 @@ pub struct SentText {
 const RETRY_WINDOW_HOURS: i64 = 72;
 
 /// Records an accepted text and starts the task that answers it.
+///
+/// NOTE: pending answers live only in that task, so a text whose receipt is still waiting
+/// when the sandbox stops never gets one, even with a state directory.
 pub fn submit(shared: &Arc<Shared>, text: SubmittedText) {
     let outcome = outcome_for(&text.number);
     shared.record_sent(SentText {

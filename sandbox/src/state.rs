@@ -65,6 +65,8 @@ impl Shared {
 
     // A panic while a lock is held leaves consistent data behind (every change is saved
     // before it is visible), so a poisoned lock is used as it is.
+    // NOTE: changes are saved with fsync while the lock is held, on the async workers;
+    // that is fine for one account's traffic but would stall a busy server.
     pub fn account(&self) -> MutexGuard<'_, Account> {
         self.account
             .lock()
