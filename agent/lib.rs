@@ -12,6 +12,7 @@
 //! - [`api`]: the gRPC services; thin wrappers over the core.
 
 pub mod paths;
+pub mod secret;
 
 pub mod proto {
     //! Code generated from `proto/nhsmail/agent/v1`.
