@@ -13,6 +13,7 @@
 
 pub mod paths;
 pub mod secret;
+pub mod transport;
 
 pub mod proto {
     //! Code generated from `proto/nhsmail/agent/v1`.
