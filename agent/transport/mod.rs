@@ -6,6 +6,7 @@
 //! An unencrypted connection is allowed only to a loopback host.
 
 pub mod imap;
+pub mod smtp;
 mod tls;
 
 use std::fmt;
