@@ -11,11 +11,14 @@
 //! - [`paths`]: default file locations shared with nhsmail-ctl.
 //! - [`api`]: the gRPC services; thin wrappers over the core.
 
+
 pub mod mailbox;
 pub mod paths;
 pub mod queue;
+pub mod secret;
 pub mod sms;
 pub mod store;
+pub mod transport;
 
 pub mod proto {
     //! Code generated from `proto/nhsmail/agent/v1`.
