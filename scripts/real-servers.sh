@@ -121,8 +121,9 @@ set_paths() {
     DOVECOT_LOG=$STATE_DIR/dovecot.log
 }
 
-# Resolves STATE_DIR to an absolute path, creating it when asked to.
-resolve_state_dir() {
+# Resolves the STATE_DIR argument to an absolute path, creating the directory
+# when CREATE is true, and sets the paths under it.
+enter_state_dir() {
     local dir=$1 create=$2
     [[ -n $dir ]] || die "STATE_DIR is missing"$'\n'"$(usage)"
     if $create; then
@@ -130,7 +131,7 @@ resolve_state_dir() {
     elif [[ ! -d $dir ]]; then
         die "state directory $dir not found"
     fi
-    realpath "$dir"
+    set_paths "$(realpath "$dir")"
 }
 
 # --- state in STATE_DIR ----------------------------------------------------
@@ -361,8 +362,10 @@ start_dovecot() {
     if dovecot_pid >/dev/null; then
         return 0
     fi
-    dovecot -c "$DOVECOT_CONF" ||
-        die "dovecot did not start; see $DOVECOT_LOG"
+    # The daemons must not inherit the caller's stdout or stderr: a caller
+    # that reads them through a pipe would otherwise wait for EOF forever.
+    dovecot -c "$DOVECOT_CONF" </dev/null >>"$DOVECOT_LOG" 2>&1 ||
+        die "dovecot did not start; see $DOVECOT_LOG, which ends with:"$'\n'"$(tail -n 5 "$DOVECOT_LOG")"
 }
 
 stop_dovecot() {
@@ -503,10 +506,10 @@ start_postfix() {
     if postfix_running; then
         return 0
     fi
-    postfix -c "$POSTFIX_DIR" check >>"$POSTFIX_LOG" 2>&1 ||
-        die "postfix check failed; see $POSTFIX_LOG"
-    postfix -c "$POSTFIX_DIR" start >>"$POSTFIX_LOG" 2>&1 ||
-        die "postfix did not start; see $POSTFIX_LOG"
+    postfix -c "$POSTFIX_DIR" check </dev/null >>"$POSTFIX_LOG" 2>&1 ||
+        die "postfix check failed; see $POSTFIX_LOG, which ends with:"$'\n'"$(tail -n 5 "$POSTFIX_LOG")"
+    postfix -c "$POSTFIX_DIR" start </dev/null >>"$POSTFIX_LOG" 2>&1 ||
+        die "postfix did not start; see $POSTFIX_LOG, which ends with:"$'\n'"$(tail -n 5 "$POSTFIX_LOG")"
 }
 
 stop_postfix() {
@@ -514,7 +517,7 @@ stop_postfix() {
     [[ -f $POSTFIX_DIR/main.cf ]] || return 0
     postfix_running || return 0
     pid=$(tr -dc '0-9' <"$POSTFIX_QUEUE/pid/master.pid")
-    postfix -c "$POSTFIX_DIR" stop >>"$POSTFIX_LOG" 2>&1 ||
+    postfix -c "$POSTFIX_DIR" stop </dev/null >>"$POSTFIX_LOG" 2>&1 ||
         die "postfix stop failed; see $POSTFIX_LOG"
     wait_for "postfix (pid $pid) to exit" "$STOP_TIMEOUT_SECONDS" "$POSTFIX_LOG" \
         process_gone "$pid"
@@ -536,6 +539,17 @@ port_greets() {
         IFS= read -r -t 2 greeting <&3 || exit 1
         printf "%s\r\n" "$3" >&3
         [[ $greeting == "$2"* ]]' greeting "$port" "$prefix" "$farewell" 2>/dev/null
+}
+
+# Like port_greets for a port that starts with TLS. The handshake must verify
+# against the stack's CA for the name localhost.
+tls_port_greets() {
+    local port=$1 prefix=$2 farewell=$3 greeting
+    greeting=$(printf '%s\r\n' "$farewell" |
+        timeout 3 openssl s_client -connect "127.0.0.1:$port" -servername localhost \
+            -CAfile "$CA_FILE" -verify_return_error -verify_hostname localhost -quiet 2>/dev/null |
+        head -n 1) || true
+    [[ $greeting == "$prefix"* ]]
 }
 
 port_closed() {
@@ -568,22 +582,46 @@ wait_for() {
     done
 }
 
+require_free_ports() {
+    local name port seen=" "
+    for name in SMTP_PORT SMTP_TLS_PORT IMAP_PORT IMAPS_PORT; do
+        port=${!name}
+        [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) ||
+            die "invalid NHSMAIL_TEST_$name: $port (expected a TCP port number)"
+        [[ $seen != *" $port "* ]] ||
+            die "invalid NHSMAIL_TEST_$name: port $port is already taken by another of the four servers"
+        seen+="$port "
+        if port_open "$port"; then
+            die "127.0.0.1:$port is already in use; stop the program listening there" \
+                "(another stack: $SCRIPT_NAME stop ITS_STATE_DIR) or set NHSMAIL_TEST_$name"
+        fi
+    done
+}
+
 # --- commands ---------------------------------------------------------------
 
 cmd_start() {
     local practice_password gateway_password started=$SECONDS
     require_root
     require_installed
-    set_paths "$(resolve_state_dir "${1:-}" true)"
+    enter_state_dir "${1:-}" true
 
     # Postfix runs its daemons as postfix and Dovecot delivers as vmail, so
     # both must be able to traverse STATE_DIR (mktemp -d makes it 0700).
     chmod 0755 "$STATE_DIR"
 
-    if postfix_running 2>/dev/null && dovecot_pid >/dev/null; then
-        log "already running in $STATE_DIR"
+    if postfix_running && dovecot_pid >/dev/null && [[ -f $SERVERS_ENV ]]; then
+        use_recorded_ports
+        log "already running in $STATE_DIR: SMTP 127.0.0.1:$SMTP_PORT and $SMTP_TLS_PORT," \
+            "IMAP 127.0.0.1:$IMAP_PORT and $IMAPS_PORT"
         return 0
     fi
+
+    # Half a stack (one server died) is stopped, so that both start afresh
+    # from the configuration written below.
+    stop_postfix
+    stop_dovecot
+    require_free_ports
 
     practice_password=$(read_env_value NHSMAIL_TEST_PASSWORD)
     gateway_password=$(read_env_value NHSMAIL_TEST_GATEWAY_PASSWORD)
@@ -606,12 +644,12 @@ cmd_start() {
         socket_exists "$DOVECOT_RUN/lmtp-postfix"
     wait_for "IMAP greeting on 127.0.0.1:$IMAP_PORT" "$START_TIMEOUT_SECONDS" "$DOVECOT_LOG" \
         port_greets "$IMAP_PORT" "* OK" "a LOGOUT"
-    wait_for "IMAPS on 127.0.0.1:$IMAPS_PORT" "$START_TIMEOUT_SECONDS" "$DOVECOT_LOG" \
-        port_open "$IMAPS_PORT"
+    wait_for "IMAP greeting over TLS on 127.0.0.1:$IMAPS_PORT" "$START_TIMEOUT_SECONDS" \
+        "$DOVECOT_LOG" tls_port_greets "$IMAPS_PORT" "* OK" "a LOGOUT"
     wait_for "SMTP greeting on 127.0.0.1:$SMTP_PORT" "$START_TIMEOUT_SECONDS" "$POSTFIX_LOG" \
         port_greets "$SMTP_PORT" "220 " "QUIT"
-    wait_for "SMTPS on 127.0.0.1:$SMTP_TLS_PORT" "$START_TIMEOUT_SECONDS" "$POSTFIX_LOG" \
-        port_open "$SMTP_TLS_PORT"
+    wait_for "SMTP greeting over TLS on 127.0.0.1:$SMTP_TLS_PORT" "$START_TIMEOUT_SECONDS" \
+        "$POSTFIX_LOG" tls_port_greets "$SMTP_TLS_PORT" "220 " "QUIT"
 
     write_servers_env "$practice_password" "$gateway_password"
     log "started in $((SECONDS - started)) s: SMTP 127.0.0.1:$SMTP_PORT (STARTTLS)," \
@@ -622,7 +660,7 @@ cmd_start() {
 cmd_stop() {
     local port
     require_root
-    set_paths "$(resolve_state_dir "${1:-}" false)"
+    enter_state_dir "${1:-}" false
     use_recorded_ports
 
     stop_postfix
@@ -636,7 +674,7 @@ cmd_stop() {
 
 cmd_status() {
     local running=0 pid
-    set_paths "$(resolve_state_dir "${1:-}" false)"
+    enter_state_dir "${1:-}" false
     use_recorded_ports
 
     if [[ -f $POSTFIX_DIR/main.cf ]] && postfix_running; then
@@ -663,7 +701,7 @@ cmd_status() {
 cmd_set_password() {
     local new_password=${2:-} gateway_password
     require_root
-    set_paths "$(resolve_state_dir "${1:-}" false)"
+    enter_state_dir "${1:-}" false
     [[ -n $new_password ]] || die "NEW_PASSWORD is missing"$'\n'"$(usage)"
     [[ $new_password != *[[:space:]\':]* ]] ||
         die "the new password must not contain whitespace, quotes or colons"
