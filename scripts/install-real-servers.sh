@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Installs Postfix, Dovecot (IMAP and LMTP), OpenSSL and swaks from Debian's
-# packages for the real-server tests, without configuring or starting the
-# system-wide mail services: scripts/real-servers.sh runs private instances on
-# loopback high ports instead. Needs root on Debian 12 (bookworm). Safe to run
-# again: packages already installed are left as they are.
+# packages for the real-server tests. The system-wide mail services are
+# neither configured nor started, because scripts/real-servers.sh runs private
+# instances on loopback high ports instead. Needs root on Debian 12
+# (bookworm). Safe to run again: packages already installed are left as they
+# are. Extra package names on the command line (.ci/run passes the build's)
+# are installed in the same apt-get run.
 set -euo pipefail
 
-readonly PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-lmtpd openssl swaks)
+readonly STACK_PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-lmtpd openssl swaks procps)
 readonly POLICY_RC=/usr/sbin/policy-rc.d
 readonly MAIL_USER=vmail
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    echo "usage: $0"
-    echo "Installs ${PACKAGES[*]} without starting the system services."
+    echo "usage: $0 [EXTRA_PACKAGE...]"
+    echo "Installs ${STACK_PACKAGES[*]} and any EXTRA_PACKAGE without starting the system services."
     exit 0
 fi
+readonly PACKAGES=("${STACK_PACKAGES[@]}" "$@")
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "error: $0 must run as root (it calls apt-get)" >&2
@@ -47,8 +50,8 @@ mapfile -t missing < <(missing_packages)
 if ((${#missing[@]} > 0)); then
     echo "installing: ${missing[*]}"
 
-    # policy-rc.d exiting 101 tells invoke-rc.d that no service may start, so
-    # the packages' postinst scripts leave postfix and dovecot stopped. An
+    # A policy-rc.d that exits 101 forbids invoke-rc.d to start any service,
+    # so the packages' postinst scripts leave postfix and dovecot stopped. An
     # existing policy (Debian's container images ship one) is kept as it is.
     policy_created=false
     if [[ ! -e $POLICY_RC ]]; then
@@ -75,8 +78,8 @@ else
     echo "already installed: ${PACKAGES[*]}"
 fi
 
-# Dovecot writes mail as this user; the private Dovecot instance names it in
-# mail_uid and mail_gid.
+# Dovecot writes mail as this user, which the private Dovecot instance names
+# in mail_uid and mail_gid.
 if ! getent passwd "$MAIL_USER" >/dev/null; then
     echo "creating system user $MAIL_USER"
     useradd --system --user-group --no-create-home --home-dir /nonexistent \
