@@ -534,6 +534,7 @@ port_open() {
 # before closing so that the server logs a clean disconnect.
 port_greets() {
     local port=$1 prefix=$2 farewell=$3
+    # shellcheck disable=SC2016 # the inner script expands its own arguments
     timeout 3 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
         IFS= read -r -t 2 greeting <&3 || exit 1
@@ -586,8 +587,9 @@ require_free_ports() {
     local name port seen=" "
     for name in SMTP_PORT SMTP_TLS_PORT IMAP_PORT IMAPS_PORT; do
         port=${!name}
-        [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) ||
+        if [[ ! $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
             die "invalid NHSMAIL_TEST_$name: $port (expected a TCP port number)"
+        fi
         [[ $seen != *" $port "* ]] ||
             die "invalid NHSMAIL_TEST_$name: port $port is already taken by another of the four servers"
         seen+="$port "
@@ -703,8 +705,10 @@ cmd_set_password() {
     require_root
     enter_state_dir "${1:-}" false
     [[ -n $new_password ]] || die "NEW_PASSWORD is missing"$'\n'"$(usage)"
-    [[ $new_password != *[[:space:]\':]* ]] ||
-        die "the new password must not contain whitespace, quotes or colons"
+    # servers.env quotes values in single quotes, and the hash is made from
+    # one line of input.
+    [[ $new_password != *[[:space:]\']* ]] ||
+        die "invalid NEW_PASSWORD: it must not contain whitespace or single quotes"
     [[ -f $SERVERS_ENV ]] || die "$SERVERS_ENV not found; run start first"
 
     use_recorded_ports
