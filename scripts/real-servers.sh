@@ -665,6 +665,12 @@ cmd_stop() {
     enter_state_dir "${1:-}" false
     use_recorded_ports
 
+    if ! { [[ -f $POSTFIX_DIR/main.cf ]] && postfix_running; } && ! dovecot_pid >/dev/null; then
+        # The ports may belong to another stack, so they are not waited for.
+        log "not running in $STATE_DIR"
+        return 0
+    fi
+
     stop_postfix
     stop_dovecot
     for port in "$SMTP_PORT" "$SMTP_TLS_PORT" "$IMAP_PORT" "$IMAPS_PORT"; do
