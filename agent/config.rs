@@ -1,0 +1,554 @@
+//! Settings from the TOML file, the environment and command-line flags, validated once at start-up.
+//!
+//! Precedence, lowest first: built-in defaults, the file named by `--config`, `NHSMAIL_*` environment variables,
+//! then flags. Every error names the key as it is written in the file (`[nhsmail] smtp_port`), the value, and what
+//! is expected. The key names are a public interface: scripts and installers depend on them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::sms::AddressForm;
+use crate::transport::{Endpoint, Security};
+
+/// Default gRPC listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key} (from {origin}): {value:?}; {expected}")]
+    Invalid { key: &'static str, origin: String, value: String, expected: String },
+    #[error("missing {key}: {hint}")]
+    Missing { key: &'static str, hint: &'static str },
+}
+
+/// Placement of an SMS's text in the email sent to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextIn {
+    Body,
+    Subject,
+}
+
+impl FromStr for TextIn {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "body" => Ok(TextIn::Body),
+            "subject" => Ok(TextIn::Subject),
+            _ => Err("expected \"body\" or \"subject\"".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file the settings were read from, if any.
+    pub source: Option<PathBuf>,
+    pub agent: AgentSettings,
+    pub nhsmail: NhsmailSettings,
+    pub sending: SendingSettings,
+    pub password: PasswordSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Minutes between upload cycles, 1 to 1440.
+    pub upload_interval_minutes: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct NhsmailSettings {
+    /// The mailbox account; may be unset until an operator sets it with UpdateConnectivity.
+    pub username: Option<String>,
+    pub smtp: Endpoint,
+    pub imap: Endpoint,
+    /// A PEM file of extra CA certificates trusted for SMTP and IMAP, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Domain of the SMS gateway, `sms.nhs.net` for NHSmail.
+    pub sms_domain: String,
+    pub address_form: AddressForm,
+    pub text_in: TextIn,
+    /// Timeout for each SMTP or IMAP network step.
+    pub network_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SendingSettings {
+    /// Messages handed to SMTP per minute at most; Exchange Online's default limit is 30.
+    pub rate_per_minute: u32,
+    /// A message not sent within this time of its submission expires.
+    pub max_lifetime: Duration,
+    /// Longest accepted text in GSM-7 characters; UCS-2 texts get the same number of parts.
+    pub max_text_chars: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordSettings {
+    pub max_age_days: u32,
+    pub auto_manage: bool,
+}
+
+/// Values given on the command line; each one overrides the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    nhsmail: RawNhsmail,
+    #[serde(default)]
+    sending: RawSending,
+    #[serde(default)]
+    password: RawPassword,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    upload_interval_minutes: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNhsmail {
+    username: Option<String>,
+    smtp_host: Option<String>,
+    smtp_port: Option<i64>,
+    smtp_security: Option<String>,
+    imap_host: Option<String>,
+    imap_port: Option<i64>,
+    imap_security: Option<String>,
+    ca_file: Option<PathBuf>,
+    sms_domain: Option<String>,
+    address_form: Option<String>,
+    text_in: Option<String>,
+    network_timeout_seconds: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSending {
+    rate_per_minute: Option<i64>,
+    max_lifetime_hours: Option<i64>,
+    max_text_chars: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPassword {
+    max_age_days: Option<i64>,
+    auto_manage: Option<bool>,
+}
+
+/// One setting's raw value and where it came from, for error messages.
+struct Source<T> {
+    value: T,
+    origin: String,
+}
+
+impl Config {
+    /// Loads the settings: defaults, then the file, then the process environment, then `overrides`.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_with_env(overrides, |name| std::env::var(name).ok())
+    }
+
+    /// Loads the settings with `env` standing in for the process environment, so tests need not change it.
+    pub fn load_with_env(overrides: &Overrides, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let raw = match &overrides.config_file {
+            Some(path) => read_file(path)?,
+            None => RawConfig::default(),
+        };
+        let file_origin =
+            overrides.config_file.as_ref().map_or_else(|| "default".to_string(), |path| path.display().to_string());
+        let resolver = Resolver { env: &env, file_origin: &file_origin };
+        let agent = resolve_agent(&resolver, raw.agent, overrides)?;
+        let nhsmail = resolve_nhsmail(&resolver, raw.nhsmail)?;
+        let sending = resolve_sending(&resolver, raw.sending)?;
+        let password = resolve_password(&resolver, raw.password)?;
+        Ok(Config { source: overrides.config_file.clone(), agent, nhsmail, sending, password })
+    }
+}
+
+fn read_file(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: error.message().to_string() + &span_hint(&text, error.span()),
+    })
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else { return String::new() };
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    format!(" (line {line})")
+}
+
+/// Picks each setting from the environment or the file and parses it with a message naming the key.
+struct Resolver<'a, E: Fn(&str) -> Option<String>> {
+    env: &'a E,
+    file_origin: &'a str,
+}
+
+impl<E: Fn(&str) -> Option<String>> Resolver<'_, E> {
+    /// Returns the environment's value for `env_name` if set, else the file's value.
+    fn pick<T: ToString>(&self, env_name: &str, from_file: Option<T>) -> Option<Source<String>> {
+        if let Some(value) = (self.env)(env_name) {
+            return Some(Source { value, origin: format!("environment variable {env_name}") });
+        }
+        from_file.map(|value| Source { value: value.to_string(), origin: self.file_origin.to_string() })
+    }
+
+    fn integer(
+        &self,
+        key: &'static str,
+        env_name: &str,
+        from_file: Option<i64>,
+        range: std::ops::RangeInclusive<i64>,
+        unit: &str,
+    ) -> Result<Option<i64>, ConfigError> {
+        let Some(source) = self.pick(env_name, from_file) else { return Ok(None) };
+        let expected = format!("expected a whole number of {unit} from {} to {}", range.start(), range.end());
+        match source.value.trim().parse::<i64>() {
+            Ok(number) if range.contains(&number) => Ok(Some(number)),
+            _ => Err(invalid(key, source, expected)),
+        }
+    }
+
+    fn parsed<T>(&self, key: &'static str, env_name: &str, from_file: Option<String>) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        let Some(source) = self.pick(env_name, from_file) else { return Ok(None) };
+        match source.value.trim().parse::<T>() {
+            Ok(value) => Ok(Some(value)),
+            Err(expected) => Err(invalid(key, source, expected.to_string())),
+        }
+    }
+
+    fn boolean(&self, key: &'static str, env_name: &str, from_file: Option<bool>) -> Result<Option<bool>, ConfigError> {
+        let Some(source) = self.pick(env_name, from_file) else { return Ok(None) };
+        match source.value.trim() {
+            "true" | "on" | "yes" | "1" => Ok(Some(true)),
+            "false" | "off" | "no" | "0" => Ok(Some(false)),
+            _ => Err(invalid(key, source, "expected true or false".into())),
+        }
+    }
+}
+
+fn invalid(key: &'static str, source: Source<String>, expected: String) -> ConfigError {
+    ConfigError::Invalid { key, origin: source.origin, value: source.value, expected }
+}
+
+fn resolve_agent<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    raw: RawAgent,
+    overrides: &Overrides,
+) -> Result<AgentSettings, ConfigError> {
+    let key = "[agent] listen";
+    let listen_source = match &overrides.listen {
+        Some(value) => Source { value: value.clone(), origin: "flag --listen".into() },
+        None => resolver
+            .pick("NHSMAIL_LISTEN", raw.listen)
+            .unwrap_or(Source { value: DEFAULT_LISTEN.into(), origin: "default".into() }),
+    };
+    let listen: SocketAddr = match listen_source.value.trim().parse() {
+        Ok(address) => address,
+        Err(_) => {
+            return Err(invalid(key, listen_source, "expected an address and port such as 127.0.0.1:50051".into()));
+        }
+    };
+    if !listen.ip().is_loopback() {
+        return Err(invalid(
+            key,
+            listen_source,
+            "only loopback addresses (127.0.0.1 or [::1]) are allowed until TLS is configured".into(),
+        ));
+    }
+
+    let data_dir = match &overrides.data_dir {
+        Some(dir) => dir.clone(),
+        None => resolver
+            .pick("NHSMAIL_DATA_DIR", raw.data_dir.map(|dir| dir.display().to_string()))
+            .map(|source| PathBuf::from(source.value))
+            .unwrap_or_else(crate::paths::default_data_dir),
+    };
+    if data_dir.as_os_str().is_empty() {
+        return Err(ConfigError::Missing { key: "[agent] data_dir", hint: "set it to a writable directory" });
+    }
+
+    let upload_interval_minutes = resolver
+        .integer(
+            "[agent] upload_interval_minutes",
+            "NHSMAIL_UPLOAD_INTERVAL_MINUTES",
+            raw.upload_interval_minutes,
+            1..=1440,
+            "minutes",
+        )?
+        .unwrap_or(15) as u32;
+    Ok(AgentSettings { listen, data_dir, upload_interval_minutes })
+}
+
+fn resolve_nhsmail<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    raw: RawNhsmail,
+) -> Result<NhsmailSettings, ConfigError> {
+    let username = resolver
+        .pick("NHSMAIL_USERNAME", raw.username)
+        .map(|source| source.value.trim().to_string())
+        .filter(|name| !name.is_empty());
+
+    let smtp = resolve_endpoint(
+        resolver,
+        ("[nhsmail] smtp_host", "NHSMAIL_SMTP_HOST", raw.smtp_host),
+        ("[nhsmail] smtp_port", "NHSMAIL_SMTP_PORT", raw.smtp_port, 587),
+        ("[nhsmail] smtp_security", "NHSMAIL_SMTP_SECURITY", raw.smtp_security, Security::StartTls),
+    )?;
+    let imap = resolve_endpoint(
+        resolver,
+        ("[nhsmail] imap_host", "NHSMAIL_IMAP_HOST", raw.imap_host),
+        ("[nhsmail] imap_port", "NHSMAIL_IMAP_PORT", raw.imap_port, 993),
+        ("[nhsmail] imap_security", "NHSMAIL_IMAP_SECURITY", raw.imap_security, Security::Tls),
+    )?;
+
+    let ca_file = resolver
+        .pick("NHSMAIL_CA_FILE", raw.ca_file.map(|path| path.display().to_string()))
+        .map(|source| PathBuf::from(source.value));
+    if let Some(path) = &ca_file
+        && !path.is_file()
+    {
+        let source = Source { value: path.display().to_string(), origin: "[nhsmail] ca_file".into() };
+        return Err(invalid("[nhsmail] ca_file", source, "the file does not exist or is not a regular file".into()));
+    }
+
+    let sms_domain = resolver
+        .pick("NHSMAIL_SMS_DOMAIN", raw.sms_domain)
+        .map(|source| source.value.trim().to_ascii_lowercase())
+        .unwrap_or_else(|| "sms.nhs.net".into());
+    if sms_domain.is_empty() || sms_domain.contains(['@', ' ', '<', '>']) {
+        let source = Source { value: sms_domain, origin: "[nhsmail] sms_domain".into() };
+        return Err(invalid("[nhsmail] sms_domain", source, "expected a domain name such as sms.nhs.net".into()));
+    }
+
+    let address_form = resolver
+        .parsed::<AddressForm>("[nhsmail] address_form", "NHSMAIL_ADDRESS_FORM", raw.address_form)?
+        .unwrap_or(AddressForm::National);
+    let text_in =
+        resolver.parsed::<TextIn>("[nhsmail] text_in", "NHSMAIL_TEXT_IN", raw.text_in)?.unwrap_or(TextIn::Body);
+    let timeout_seconds = resolver
+        .integer(
+            "[nhsmail] network_timeout_seconds",
+            "NHSMAIL_NETWORK_TIMEOUT_SECONDS",
+            raw.network_timeout_seconds,
+            1..=600,
+            "seconds",
+        )?
+        .unwrap_or(30);
+
+    Ok(NhsmailSettings {
+        username,
+        smtp,
+        imap,
+        ca_file,
+        sms_domain,
+        address_form,
+        text_in,
+        network_timeout: Duration::from_secs(timeout_seconds as u64),
+    })
+}
+
+fn resolve_endpoint<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    host: (&'static str, &str, Option<String>),
+    port: (&'static str, &str, Option<i64>, u16),
+    security: (&'static str, &str, Option<String>, Security),
+) -> Result<Endpoint, ConfigError> {
+    let host_value = resolver
+        .pick(host.1, host.2)
+        .map(|source| source.value.trim().to_string())
+        .filter(|value| !value.is_empty())
+        .ok_or(ConfigError::Missing {
+            key: host.0,
+            hint: "set it to the mail server's host name in the config file or the environment",
+        })?;
+    let port_value = resolver.integer(port.0, port.1, port.2, 1..=65535, "port")?.unwrap_or(i64::from(port.3)) as u16;
+    let security_value = resolver.parsed::<Security>(security.0, security.1, security.2)?.unwrap_or(security.3);
+    if security_value == Security::Plain && !is_loopback_host(&host_value) {
+        let source = Source { value: "plain".into(), origin: format!("{} with host {host_value}", security.0) };
+        return Err(invalid(
+            security.0,
+            source,
+            "plain text is allowed only for loopback hosts; use starttls or tls".into(),
+        ));
+    }
+    Ok(Endpoint { host: host_value, port: port_value, security: security_value })
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
+}
+
+fn resolve_sending<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    raw: RawSending,
+) -> Result<SendingSettings, ConfigError> {
+    let rate = resolver
+        .integer(
+            "[sending] rate_per_minute",
+            "NHSMAIL_RATE_PER_MINUTE",
+            raw.rate_per_minute,
+            1..=10_000,
+            "messages a minute",
+        )?
+        .unwrap_or(30);
+    let lifetime = resolver
+        .integer(
+            "[sending] max_lifetime_hours",
+            "NHSMAIL_MAX_LIFETIME_HOURS",
+            raw.max_lifetime_hours,
+            1..=720,
+            "hours",
+        )?
+        .unwrap_or(72);
+    let max_text = resolver
+        .integer(
+            "[sending] max_text_chars",
+            "NHSMAIL_MAX_TEXT_CHARS",
+            raw.max_text_chars,
+            1..=1530,
+            "GSM-7 characters",
+        )?
+        .unwrap_or(918);
+    Ok(SendingSettings {
+        rate_per_minute: rate as u32,
+        max_lifetime: Duration::from_secs(lifetime as u64 * 3600),
+        max_text_chars: max_text as u32,
+    })
+}
+
+fn resolve_password<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    raw: RawPassword,
+) -> Result<PasswordSettings, ConfigError> {
+    let max_age_days = resolver
+        .integer("[password] max_age_days", "NHSMAIL_PASSWORD_MAX_AGE_DAYS", raw.max_age_days, 1..=3650, "days")?
+        .unwrap_or(90) as u32;
+    let auto_manage =
+        resolver.boolean("[password] auto_manage", "NHSMAIL_PASSWORD_AUTO_MANAGE", raw.auto_manage)?.unwrap_or(true);
+    Ok(PasswordSettings { max_age_days, auto_manage })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const MINIMAL: &str = "[nhsmail]\nsmtp_host = \"127.0.0.1\"\nimap_host = \"127.0.0.1\"\n";
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let overrides = Overrides { config_file: Some(path), data_dir: Some(dir.path().into()), ..Default::default() };
+        Config::load_with_env(&overrides, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_nhsmail_limits() {
+        let config = load(MINIMAL, &[]).unwrap();
+        assert_eq!(config.agent.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.agent.upload_interval_minutes, 15);
+        assert_eq!(config.sending.rate_per_minute, 30);
+        assert_eq!(config.sending.max_lifetime, Duration::from_secs(72 * 3600));
+        assert_eq!(config.sending.max_text_chars, 918);
+        assert_eq!(config.password.max_age_days, 90);
+        assert!(config.password.auto_manage);
+        assert_eq!(config.nhsmail.smtp.port, 587);
+        assert_eq!(config.nhsmail.smtp.security, Security::StartTls);
+        assert_eq!(config.nhsmail.imap.port, 993);
+        assert_eq!(config.nhsmail.imap.security, Security::Tls);
+        assert_eq!(config.nhsmail.sms_domain, "sms.nhs.net");
+        assert_eq!(config.nhsmail.address_form, AddressForm::National);
+        assert_eq!(config.nhsmail.text_in, TextIn::Body);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let text = format!("{MINIMAL}smtp_port = 2525\n");
+        let config = load(&text, &[("NHSMAIL_SMTP_PORT", "2626")]).unwrap();
+        assert_eq!(config.nhsmail.smtp.port, 2626);
+    }
+
+    #[test]
+    fn invalid_port_names_key_and_value() {
+        let text = format!("{MINIMAL}smtp_port = 70000\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[nhsmail] smtp_port"), "{message}");
+        assert!(message.contains("70000"), "{message}");
+    }
+
+    #[test]
+    fn invalid_environment_value_names_variable() {
+        let message = load(MINIMAL, &[("NHSMAIL_UPLOAD_INTERVAL_MINUTES", "0")]).unwrap_err().to_string();
+        assert!(message.contains("[agent] upload_interval_minutes"), "{message}");
+        assert!(message.contains("NHSMAIL_UPLOAD_INTERVAL_MINUTES"), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let text = format!("{MINIMAL}smtp_hots = \"x\"\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("smtp_hots"), "{message}");
+    }
+
+    #[test]
+    fn missing_smtp_host_is_reported() {
+        let message = load("[nhsmail]\nimap_host = \"127.0.0.1\"\n", &[]).unwrap_err().to_string();
+        assert!(message.contains("[nhsmail] smtp_host"), "{message}");
+    }
+
+    #[test]
+    fn non_loopback_listen_is_rejected() {
+        let text = format!("[agent]\nlisten = \"0.0.0.0:50051\"\n{MINIMAL}");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[agent] listen"), "{message}");
+        assert!(message.contains("loopback"), "{message}");
+    }
+
+    #[test]
+    fn plain_security_needs_loopback_host() {
+        let text =
+            "[nhsmail]\nsmtp_host = \"mail.example.org\"\nsmtp_security = \"plain\"\nimap_host = \"127.0.0.1\"\n";
+        let message = load(text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[nhsmail] smtp_security"), "{message}");
+    }
+
+    #[test]
+    fn unknown_text_in_lists_choices() {
+        let text = format!("{MINIMAL}text_in = \"footer\"\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[nhsmail] text_in"), "{message}");
+        assert!(message.contains("\"subject\""), "{message}");
+    }
+}
