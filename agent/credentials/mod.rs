@@ -1,0 +1,390 @@
+//! The mailbox password: its encrypted storage, its lifecycle state, the sending gate, and lockout protection.
+//!
+//! NHSmail locks an account after repeated failed sign-ins, so every SMTP and IMAP sign-in goes through
+//! [`CredentialManager::sign_in`], which serialises sign-ins and refuses to use a password the server has
+//! rejected once. Only a new password (UpdatePassword) clears the rejection.
+
+pub mod vault;
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use tokio::sync::watch;
+
+use crate::secret::Secret;
+use crate::store::{CredentialStatus, EncryptedPassword, Store, StoreError};
+pub use vault::{Sealed, Vault, VaultError};
+
+/// Days before expiry from which the password counts as expiring; NHSmail's first reminder comes 18 days before.
+pub const WARNING_WINDOW_DAYS: i64 = 18;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordState {
+    Unset,
+    Ok,
+    Expiring,
+    Expired,
+    Rejected,
+}
+
+impl PasswordState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PasswordState::Unset => "unset",
+            PasswordState::Ok => "ok",
+            PasswordState::Expiring => "expiring",
+            PasswordState::Expired => "expired",
+            PasswordState::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("no mailbox username is set; set it with `nhsmail-ctl connectivity set --username NAME`")]
+    NoUsername,
+    #[error("no mailbox password is set; set it with `nhsmail-ctl password set`")]
+    NoPassword,
+    #[error(
+        "the mailbox server rejected the stored password; the agent will not sign in with it again. Set the current password with `nhsmail-ctl password set`"
+    )]
+    Rejected,
+    #[error("the stored password expired on {expired_at}; set the new one with `nhsmail-ctl password set`")]
+    Expired { expired_at: DateTime<Utc> },
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// State of the sending gate. While it is closed, messages wait in the queue and nothing is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    Closed { reason: String },
+}
+
+/// A snapshot of the password's metadata, without the password.
+#[derive(Debug, Clone)]
+pub struct PasswordStatus {
+    pub username: Option<String>,
+    pub password_set: bool,
+    pub set_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub days_until_expiry: Option<i64>,
+    pub state: PasswordState,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// The username and password to sign in with, handed out only while the sign-in lock is held.
+pub struct SignIn<'a> {
+    pub username: String,
+    pub password: Secret,
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+}
+
+struct Inner {
+    username: Option<String>,
+    password: Option<Secret>,
+    set_at: Option<DateTime<Utc>>,
+    status: CredentialStatus,
+    max_age_days: u32,
+}
+
+/// Owns the password in memory and on disk, and the sending gate derived from it.
+pub struct CredentialManager {
+    store: Store,
+    vault: Vault,
+    inner: Mutex<Inner>,
+    sign_in_lock: tokio::sync::Mutex<()>,
+    gate: watch::Sender<Gate>,
+    /// Bumped on every password or username change, so holders of pooled connections know to rebuild them.
+    generation: watch::Sender<u64>,
+}
+
+impl CredentialManager {
+    /// Loads the stored password, if any, and decides whether the gate starts open.
+    pub async fn load(
+        store: Store,
+        vault: Vault,
+        username: Option<String>,
+        max_age_days: u32,
+    ) -> Result<Arc<CredentialManager>, CredentialError> {
+        let record = store.load_credential().await?;
+        let password = match &record {
+            Some(record) => Some(vault.open(&Sealed {
+                nonce: record.password.nonce.clone(),
+                ciphertext: record.password.ciphertext.clone(),
+            })?),
+            None => None,
+        };
+        let username = store.get_setting("username").await?.or(username);
+        let inner = Inner {
+            username,
+            password,
+            set_at: record.as_ref().map(|record| record.set_at),
+            status: record.map_or_else(empty_status, |record| record.status),
+            max_age_days,
+        };
+        let manager = Arc::new(CredentialManager {
+            store,
+            vault,
+            inner: Mutex::new(inner),
+            sign_in_lock: tokio::sync::Mutex::new(()),
+            gate: watch::channel(Gate::Closed { reason: "starting".into() }).0,
+            generation: watch::channel(0).0,
+        });
+        manager.refresh_gate(Utc::now());
+        Ok(manager)
+    }
+
+    /// Waits for the sign-in lock and returns the credentials, or why they must not be used.
+    ///
+    /// Holding the lock across connect and authentication means two tasks can never both fail with the same
+    /// rejected password: the second one sees the rejection recorded by the first.
+    pub async fn sign_in(&self) -> Result<SignIn<'_>, CredentialError> {
+        let lock = self.sign_in_lock.lock().await;
+        let inner = self.lock_inner();
+        let username = inner.username.clone().ok_or(CredentialError::NoUsername)?;
+        let (Some(set_at), Some(password)) = (inner.set_at, &inner.password) else {
+            return Err(CredentialError::NoPassword);
+        };
+        if inner.status.rejected {
+            return Err(CredentialError::Rejected);
+        }
+        let expires_at = set_at + Duration::days(i64::from(inner.max_age_days));
+        if expires_at <= Utc::now() {
+            return Err(CredentialError::Expired { expired_at: expires_at });
+        }
+        Ok(SignIn { username, password: password.clone(), _lock: lock })
+    }
+
+    /// Takes the sign-in lock without checking the stored password, for checking a candidate password.
+    pub async fn sign_in_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.sign_in_lock.lock().await
+    }
+
+    /// Records that the server refused the password: it is never used again and the gate closes.
+    pub async fn record_rejected(&self, error: &str) -> Result<(), CredentialError> {
+        let status = {
+            let mut inner = self.lock_inner();
+            if inner.set_at.is_none() {
+                return Ok(());
+            }
+            inner.status.rejected = true;
+            inner.status.state = PasswordState::Rejected.as_str().into();
+            inner.status.last_error = Some(error.to_string());
+            inner.status.clone()
+        };
+        tracing::error!(
+            error,
+            "the mailbox server rejected the password; sending is paused until a new password is set"
+        );
+        self.store.update_credential_status(status).await?;
+        self.refresh_gate(Utc::now());
+        Ok(())
+    }
+
+    /// Records a sign-in the server accepted. Writes to the database at most once a minute while nothing changes.
+    pub async fn record_success(&self) -> Result<(), CredentialError> {
+        let now = Utc::now();
+        let status = {
+            let mut inner = self.lock_inner();
+            if inner.set_at.is_none() {
+                return Ok(());
+            }
+            let recent = inner.status.last_success_at.is_some_and(|at| now - at < Duration::minutes(1));
+            if recent && inner.status.last_error.is_none() {
+                inner.status.last_success_at = Some(now);
+                return Ok(());
+            }
+            inner.status.last_success_at = Some(now);
+            inner.status.last_error = None;
+            inner.status.clone()
+        };
+        self.store.update_credential_status(status).await?;
+        Ok(())
+    }
+
+    /// Records a connection error unrelated to the password, for GetConnectivity's `last_error`.
+    pub fn note_error(&self, error: &str) {
+        self.lock_inner().status.last_error = Some(error.to_string());
+    }
+
+    /// Stores a new password, encrypted, and reopens the gate. `verified_at` is when the servers accepted it.
+    pub async fn set_password(
+        &self,
+        password: Secret,
+        verified_at: Option<DateTime<Utc>>,
+    ) -> Result<(), CredentialError> {
+        let now = Utc::now();
+        let sealed = self.vault.seal(&password);
+        let encrypted = EncryptedPassword { ciphertext: sealed.ciphertext, nonce: sealed.nonce };
+        let state = password_state(now, Some(now), false, self.lock_inner().max_age_days);
+        self.store.save_credential(encrypted, now, state.as_str()).await?;
+        let status = CredentialStatus {
+            state: state.as_str().into(),
+            last_error: None,
+            last_success_at: verified_at,
+            rejected: false,
+        };
+        if verified_at.is_some() {
+            self.store.update_credential_status(status.clone()).await?;
+        }
+        {
+            let mut inner = self.lock_inner();
+            inner.password = Some(password);
+            inner.set_at = Some(now);
+            inner.status = status;
+        }
+        self.generation.send_modify(|generation| *generation += 1);
+        self.refresh_gate(now);
+        tracing::info!(verified = verified_at.is_some(), "mailbox password updated");
+        Ok(())
+    }
+
+    /// Changes the mailbox username. A password rejected for the old account may be valid for the new one.
+    pub async fn set_username(&self, username: String) -> Result<(), CredentialError> {
+        self.store.set_setting("username", &username, Utc::now()).await?;
+        let status = {
+            let mut inner = self.lock_inner();
+            inner.username = Some(username);
+            inner.status.rejected = false;
+            inner.set_at.map(|_| inner.status.clone())
+        };
+        if let Some(status) = status {
+            self.store.update_credential_status(status).await?;
+        }
+        self.generation.send_modify(|generation| *generation += 1);
+        self.refresh_gate(Utc::now());
+        Ok(())
+    }
+
+    pub fn username(&self) -> Option<String> {
+        self.lock_inner().username.clone()
+    }
+
+    pub fn status(&self, now: DateTime<Utc>) -> PasswordStatus {
+        let inner = self.lock_inner();
+        let expires_at = inner.set_at.map(|set_at| set_at + Duration::days(i64::from(inner.max_age_days)));
+        PasswordStatus {
+            username: inner.username.clone(),
+            password_set: inner.set_at.is_some(),
+            set_at: inner.set_at,
+            expires_at,
+            days_until_expiry: expires_at.map(|expires_at| whole_days_until(now, expires_at)),
+            state: password_state(now, inner.set_at, inner.status.rejected, inner.max_age_days),
+            last_success_at: inner.status.last_success_at,
+            last_error: inner.status.last_error.clone(),
+        }
+    }
+
+    pub fn gate(&self) -> watch::Receiver<Gate> {
+        self.gate.subscribe()
+    }
+
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Recomputes the gate from the password's state; called after every change and by each upload cycle, which
+    /// notices expiry by the calendar.
+    pub fn refresh_gate(&self, now: DateTime<Utc>) {
+        let status = self.status(now);
+        let gate = match (status.username.is_some(), status.state) {
+            (false, _) => Gate::Closed { reason: CredentialError::NoUsername.to_string() },
+            (true, PasswordState::Unset) => Gate::Closed { reason: CredentialError::NoPassword.to_string() },
+            (true, PasswordState::Rejected) => Gate::Closed { reason: CredentialError::Rejected.to_string() },
+            (true, PasswordState::Expired) => Gate::Closed {
+                reason: CredentialError::Expired { expired_at: status.expires_at.unwrap_or(now) }.to_string(),
+            },
+            (true, PasswordState::Ok | PasswordState::Expiring) => Gate::Open,
+        };
+        self.gate.send_if_modified(|current| {
+            if *current == gate {
+                return false;
+            }
+            match &gate {
+                Gate::Open => tracing::info!("sending gate opened"),
+                Gate::Closed { reason } => tracing::warn!(reason, "sending gate closed"),
+            }
+            *current = gate;
+            true
+        });
+    }
+
+    fn lock_inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("credential state lock poisoned")
+    }
+}
+
+fn empty_status() -> CredentialStatus {
+    CredentialStatus {
+        state: PasswordState::Unset.as_str().into(),
+        last_error: None,
+        last_success_at: None,
+        rejected: false,
+    }
+}
+
+/// Derives the password's state at `now`; a rejection outranks the calendar.
+pub fn password_state(
+    now: DateTime<Utc>,
+    set_at: Option<DateTime<Utc>>,
+    rejected: bool,
+    max_age_days: u32,
+) -> PasswordState {
+    let Some(set_at) = set_at else { return PasswordState::Unset };
+    if rejected {
+        return PasswordState::Rejected;
+    }
+    let expires_at = set_at + Duration::days(i64::from(max_age_days));
+    if expires_at <= now {
+        PasswordState::Expired
+    } else if expires_at - now <= Duration::days(WARNING_WINDOW_DAYS) {
+        PasswordState::Expiring
+    } else {
+        PasswordState::Ok
+    }
+}
+
+/// Whole days from `now` until `then`, rounded down; negative once `then` has passed.
+pub fn whole_days_until(now: DateTime<Utc>, then: DateTime<Utc>) -> i64 {
+    (then - now).num_seconds().div_euclid(86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_follows_calendar_and_rejection() {
+        let now = Utc::now();
+        let cases = [
+            (None, false, PasswordState::Unset),
+            (Some(0), false, PasswordState::Ok),
+            (Some(71), false, PasswordState::Ok),
+            (Some(73), false, PasswordState::Expiring),
+            (Some(89), false, PasswordState::Expiring),
+            (Some(90), false, PasswordState::Expired),
+            (Some(5), true, PasswordState::Rejected),
+            (Some(200), true, PasswordState::Rejected),
+        ];
+        for (days_ago, rejected, expected) in cases {
+            let set_at = days_ago.map(|days| now - Duration::days(days));
+            assert_eq!(
+                password_state(now, set_at, rejected, 90),
+                expected,
+                "set {days_ago:?} days ago, rejected {rejected}"
+            );
+        }
+    }
+
+    #[test]
+    fn days_until_rounds_down() {
+        let now = Utc::now();
+        assert_eq!(whole_days_until(now, now + Duration::hours(47)), 1);
+        assert_eq!(whole_days_until(now, now - Duration::hours(1)), -1);
+    }
+}
