@@ -1,0 +1,250 @@
+//! The upload cycle: every upload interval and on TriggerUpload, expire overdue messages, reorder the queue,
+//! collect replies and reports over IMAP, refresh the password's state, and store a report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, UploadTrigger};
+use crate::config::Config;
+use crate::mailbox::{self, InboundKind};
+use crate::store::{Effect, InboundOutcome, InboundRecord, UploadCounts, UploadReport};
+use crate::transport::imap::{FetchedMail, ImapClient, ImapErrorKind, ImapSession, ImapSettings};
+use crate::transport::{Credentials, TlsSettings};
+
+/// The mailbox the gateway delivers replies and reports to.
+const INBOX: &str = "INBOX";
+/// Emails fetched per IMAP round trip.
+const FETCH_BATCH: usize = 200;
+
+pub fn imap_settings(config: &Config) -> ImapSettings {
+    let nhsmail = &config.nhsmail;
+    ImapSettings {
+        endpoint: nhsmail.imap.clone(),
+        tls: TlsSettings { extra_ca_file: nhsmail.ca_file.clone() },
+        timeout: nhsmail.network_timeout,
+    }
+}
+
+/// Runs cycles on schedule and on request until `shutdown` is cancelled.
+pub async fn run(app: Arc<App>, mut triggers: mpsc::Receiver<UploadTrigger>, shutdown: CancellationToken) {
+    tracing::info!("upload cycle started");
+    loop {
+        let minutes = app.upload_interval_minutes().await.unwrap_or(app.config.agent.upload_interval_minutes);
+        let interval = Duration::from_secs(u64::from(minutes) * 60);
+        app.set_next_upload_at(Some(Utc::now() + chrono::Duration::minutes(i64::from(minutes))));
+
+        let mut waiters = Vec::new();
+        let trigger = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = app.schedule_changed.notified() => continue,
+            _ = tokio::time::sleep(interval) => "schedule",
+            waiter = triggers.recv() => match waiter {
+                Some(waiter) => {
+                    waiters.push(waiter);
+                    "manual"
+                }
+                None => break,
+            },
+        };
+        app.set_next_upload_at(None);
+
+        let report = run_cycle(&app, trigger).await;
+
+        // Callers who asked while this cycle ran get its report rather than starting another.
+        while let Ok(waiter) = triggers.try_recv() {
+            waiters.push(waiter);
+        }
+        for waiter in waiters {
+            let _ = waiter.send(report.clone());
+        }
+    }
+    tracing::info!("upload cycle stopped");
+}
+
+/// Runs one cycle and stores its report. Errors are recorded in the report, never raised.
+pub async fn run_cycle(app: &App, trigger: &str) -> UploadReport {
+    let started_at = Utc::now();
+    let mut report = UploadReport {
+        started_at,
+        finished_at: started_at,
+        trigger: trigger.to_string(),
+        counts: UploadCounts::default(),
+        errors: Vec::new(),
+    };
+
+    match app.store.expire_due(started_at).await {
+        Ok(expired) => report.counts.expired = expired,
+        Err(error) => report.errors.push(format!("cannot expire overdue messages: {error}")),
+    }
+    match app.store.reorder_queue(started_at).await {
+        Ok(reordered) => report.counts.reordered = reordered,
+        Err(error) => report.errors.push(format!("cannot reorder the queue: {error}")),
+    }
+    app.credentials.refresh_gate(Utc::now());
+
+    if let Err(error) = collect(app, &mut report.counts).await {
+        report.errors.push(error);
+    }
+
+    report.finished_at = Utc::now();
+    if let Err(error) = app.store.insert_upload_report(report.clone()).await {
+        report.errors.push(format!("cannot store this report: {error}"));
+    }
+    tracing::info!(
+        trigger,
+        expired = report.counts.expired,
+        reordered = report.counts.reordered,
+        collected = report.counts.collected,
+        failure_reports = report.counts.failure_reports,
+        receipts = report.counts.receipts,
+        replies = report.counts.replies,
+        other = report.counts.other,
+        matched = report.counts.matched,
+        errors = report.errors.len(),
+        "upload cycle finished"
+    );
+    for error in &report.errors {
+        tracing::error!(%error, "upload cycle error");
+    }
+    report
+}
+
+/// Reads every email newer than the last one processed, classifies it and records it exactly once.
+async fn collect(app: &App, counts: &mut UploadCounts) -> Result<(), String> {
+    let settings = imap_settings(&app.config);
+    let mut session = {
+        let sign_in = app.credentials.sign_in().await.map_err(|error| format!("mail not collected: {error}"))?;
+        let credentials = Credentials { username: sign_in.username.clone(), password: sign_in.password.clone() };
+        match ImapClient::connect(&settings, &credentials).await {
+            Ok(session) => session,
+            Err(error) if error.kind() == ImapErrorKind::Auth => {
+                if let Err(record_error) = app.credentials.record_rejected(&error.to_string()).await {
+                    tracing::error!(error = %record_error, "cannot record the password rejection");
+                }
+                return Err(format!("IMAP sign-in rejected: {error}"));
+            }
+            Err(error) => {
+                app.credentials.note_error(&error.to_string());
+                return Err(format!("cannot connect to the IMAP server: {error}"));
+            }
+        }
+    };
+    if let Err(error) = app.credentials.record_success().await {
+        tracing::error!(%error, "cannot record the successful sign-in");
+    }
+
+    let result = collect_new_mail(app, &mut session, counts).await;
+    if let Err(error) = session.logout().await {
+        tracing::debug!(%error, "IMAP logout failed");
+    }
+    result
+}
+
+async fn collect_new_mail(app: &App, session: &mut ImapSession, counts: &mut UploadCounts) -> Result<(), String> {
+    let status = session.select(INBOX).await.map_err(|error| format!("cannot open {INBOX}: {error}"))?;
+    let stored = app.store.imap_state(INBOX).await.map_err(|error| format!("cannot read the IMAP state: {error}"))?;
+    let mut last_uid = match stored {
+        Some(state) if state.uidvalidity == status.uidvalidity => state.last_uid,
+        previous => {
+            if let Some(previous) = previous {
+                tracing::warn!(
+                    mailbox = INBOX,
+                    old_uidvalidity = previous.uidvalidity,
+                    new_uidvalidity = status.uidvalidity,
+                    "UIDVALIDITY changed; rereading the mailbox and skipping emails already recorded by Message-ID"
+                );
+            }
+            app.store
+                .reset_imap_state(INBOX, status.uidvalidity)
+                .await
+                .map_err(|error| format!("cannot reset the IMAP state: {error}"))?;
+            0
+        }
+    };
+
+    loop {
+        let batch = session
+            .fetch_since(last_uid, FETCH_BATCH)
+            .await
+            .map_err(|error| format!("cannot fetch new mail from {INBOX}: {error}"))?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for mail in batch {
+            last_uid = last_uid.max(mail.uid);
+            let classified = mailbox::classify(&mail.raw, &app.config.nhsmail.sms_domain);
+            let uid = mail.uid;
+            let record = inbound_record(status.uidvalidity, mail, classified, counts);
+            let outcome = app
+                .store
+                .record_inbound(record, Utc::now())
+                .await
+                .map_err(|error| format!("cannot record the email with UID {uid}: {error}"))?;
+            if let InboundOutcome::Recorded { matched_message_id: Some(_), .. } = outcome {
+                counts.matched += 1;
+            }
+        }
+    }
+}
+
+fn inbound_record(
+    uidvalidity: u32,
+    mail: FetchedMail,
+    classified: mailbox::Classified,
+    counts: &mut UploadCounts,
+) -> InboundRecord {
+    counts.collected += 1;
+    let effect = match classified.kind {
+        InboundKind::FailureReport => {
+            counts.failure_reports += 1;
+            let detail = classified.report.as_ref();
+            let reason =
+                [detail.and_then(|report| report.status.clone()), detail.and_then(|report| report.diagnostic.clone())]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            Effect::Failed {
+                reason: format!(
+                    "failure report: {}",
+                    if reason.is_empty() { "no reason given".into() } else { reason }
+                ),
+            }
+        }
+        InboundKind::DeliveryReceipt => {
+            counts.receipts += 1;
+            Effect::Delivered
+        }
+        InboundKind::Reply => {
+            counts.replies += 1;
+            let reply = classified.reply.as_ref().expect("a reply carries its details");
+            Effect::Reply {
+                from_e164: reply.from.e164().to_string(),
+                text: reply.text.clone(),
+                raw_text: reply.raw_text.clone(),
+            }
+        }
+        InboundKind::DelayReport | InboundKind::AutoReply | InboundKind::Other => {
+            counts.other += 1;
+            Effect::None
+        }
+    };
+    InboundRecord {
+        mailbox: INBOX.to_string(),
+        uidvalidity,
+        uid: mail.uid,
+        email_message_id: classified.message_id.clone().unwrap_or_default(),
+        kind: classified.kind.as_str().to_string(),
+        from: classified.from.clone().unwrap_or_default(),
+        subject: classified.subject.clone().unwrap_or_default(),
+        received_at: mail.internal_date.or(classified.date).unwrap_or_else(Utc::now),
+        raw: mail.raw,
+        reason: classified.reason.clone(),
+        candidate_ids: classified.original_message_ids.clone(),
+        effect,
+    }
+}
