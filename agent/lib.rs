@@ -4,21 +4,32 @@
 //! - [`config`]: settings from the TOML file, the environment and flags, validated once at start-up.
 //! - [`store`]: the SQLite database; the only module that writes SQL.
 //! - [`sms`]: UK mobile number normalisation and SMS encoding and part counting. Pure, no I/O.
-//! - [`queue`]: message states, submission rules, backoff and expiry.
+//! - [`queue`]: message states, priorities, allowed transitions and backoff.
 //! - [`transport`]: SMTP out and IMAP in, with errors classified as transient, permanent or authentication.
 //! - [`mailbox`]: classification of inbound email (failure report, receipt, reply, other). Pure over bytes.
-//! - [`credentials`]: the encrypted password vault and the password's lifecycle state.
+//! - [`credentials`]: the encrypted password, its lifecycle state, the sending gate and lockout protection.
+//! - [`secret`]: a string type whose `Debug` and `Display` never show the value.
+//! - [`app`]: the operations the API calls, over the modules above.
+//! - [`sender`]: the task that hands due messages to SMTP.
+//! - [`upload`]: the periodic upload cycle that collects replies and reports over IMAP.
+//! - [`auth`]: the admin bearer token.
+//! - [`api`]: the gRPC services; thin wrappers over [`app`].
 //! - [`paths`]: default file locations shared with nhsmail-ctl.
-//! - [`api`]: the gRPC services; thin wrappers over the core.
 
-
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod credentials;
 pub mod mailbox;
 pub mod paths;
 pub mod queue;
 pub mod secret;
+pub mod sender;
 pub mod sms;
 pub mod store;
 pub mod transport;
+pub mod upload;
 
 pub mod proto {
     //! Code generated from `proto/nhsmail/agent/v1`.

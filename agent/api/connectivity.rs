@@ -1,0 +1,52 @@
+//! ConnectivityService: the mailbox account, its password and the upload interval.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::logged;
+use crate::app::{App, ConnectivityUpdate};
+use crate::proto;
+
+pub struct ConnectivityApi {
+    pub app: Arc<App>,
+}
+
+#[tonic::async_trait]
+impl proto::connectivity_service_server::ConnectivityService for ConnectivityApi {
+    async fn get_connectivity(
+        &self,
+        _request: Request<proto::GetConnectivityRequest>,
+    ) -> Result<Response<proto::Connectivity>, Status> {
+        logged("GetConnectivity", async { Ok(convert::connectivity(self.app.connectivity().await?)) }).await
+    }
+
+    async fn update_connectivity(
+        &self,
+        request: Request<proto::UpdateConnectivityRequest>,
+    ) -> Result<Response<proto::Connectivity>, Status> {
+        let request = request.into_inner();
+        let update = ConnectivityUpdate {
+            upload_interval_minutes: request.upload_interval_minutes,
+            username: request.username,
+            auto_manage: request.auto_manage,
+        };
+        logged("UpdateConnectivity", async { Ok(convert::connectivity(self.app.update_connectivity(update).await?)) })
+            .await
+    }
+
+    async fn update_password(
+        &self,
+        request: Request<proto::UpdatePasswordRequest>,
+    ) -> Result<Response<proto::UpdatePasswordResponse>, Status> {
+        let request = request.into_inner();
+        logged("UpdatePassword", async {
+            let verified =
+                self.app.update_password(request.password, request.confirmation, request.skip_verification).await?;
+            let connectivity = convert::connectivity(self.app.connectivity().await?);
+            Ok(proto::UpdatePasswordResponse { verified, connectivity: Some(connectivity) })
+        })
+        .await
+    }
+}

@@ -1,0 +1,104 @@
+//! The gRPC services. Each handler validates, authorises, calls [`App`](crate::app::App) and converts the
+//! result; the business rules live in the core. Health and reflection are always served, health without a token.
+
+mod connectivity;
+mod convert;
+mod messages;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Status};
+
+use crate::app::{App, AppError};
+use crate::auth::{Caller, TokenAuthority};
+use crate::proto;
+
+pub use convert::status_from_error;
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets running calls finish.
+pub async fn serve(
+    app: Arc<App>,
+    authority: TokenAuthority,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for service in
+        ["nhsmail.agent.v1.ConnectivityService", "nhsmail.agent.v1.MessageService", "nhsmail.agent.v1.AgentService"]
+    {
+        health_reporter.set_service_status(service, tonic_health::ServingStatus::Serving).await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the descriptor sets compiled into the binary are valid");
+
+    let check = move |request: Request<()>| authenticate(&authority, request);
+    let connectivity = proto::connectivity_service_server::ConnectivityServiceServer::with_interceptor(
+        connectivity::ConnectivityApi { app: app.clone() },
+        check.clone(),
+    );
+    let messages = proto::message_service_server::MessageServiceServer::with_interceptor(
+        messages::MessageApi { app: app.clone() },
+        check.clone(),
+    );
+    let status = proto::agent_service_server::AgentServiceServer::with_interceptor(status::AgentApi { app }, check);
+
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(connectivity)
+        .add_service(messages)
+        .add_service(status)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+}
+
+/// Checks the bearer token and records who the caller is for the handler.
+fn authenticate(authority: &TokenAuthority, mut request: Request<()>) -> Result<Request<()>, Status> {
+    let header = request.metadata().get("authorization").and_then(|value| value.to_str().ok());
+    let Some(token) = header.and_then(|value| value.strip_prefix("Bearer ")) else {
+        return Err(Status::unauthenticated("missing bearer token; send `authorization: Bearer <token>`"));
+    };
+    match authority.verify(token) {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            Ok(request)
+        }
+        None => {
+            tracing::warn!(peer = ?request.remote_addr(), "rejected a call with an unknown token");
+            Err(Status::unauthenticated("unknown token"))
+        }
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> String {
+    request.extensions().get::<Caller>().map_or_else(|| "unknown".into(), |caller| caller.name.clone())
+}
+
+/// Runs one handler and writes one log line with the method, the status code and the elapsed time; never the body.
+async fn logged<T>(
+    method: &'static str,
+    handler: impl Future<Output = Result<T, AppError>>,
+) -> Result<tonic::Response<T>, Status> {
+    let started = Instant::now();
+    let result = handler.await.map_err(|error| status_from_error(&error));
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &result {
+        Err(status) if code == tonic::Code::Internal || code == tonic::Code::Unavailable => {
+            tracing::error!(method, code = ?code, elapsed_ms, error = status.message(), "rpc failed")
+        }
+        _ => tracing::info!(method, code = ?code, elapsed_ms, "rpc"),
+    }
+    result.map(tonic::Response::new)
+}
