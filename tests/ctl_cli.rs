@@ -9,17 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nhsmail_agent::proto::agent_service_server::{AgentService, AgentServiceServer};
-use nhsmail_agent::proto::connectivity_service_server::{
-    ConnectivityService, ConnectivityServiceServer,
-};
+use nhsmail_agent::proto::connectivity_service_server::{ConnectivityService, ConnectivityServiceServer};
 use nhsmail_agent::proto::message_service_server::{MessageService, MessageServiceServer};
 use nhsmail_agent::proto::{
-    CancelMessageRequest, Connectivity, Encoding, GetConnectivityRequest, GetMessageRequest,
-    GetStatusRequest, ListMessagesRequest, ListMessagesResponse, ListRepliesRequest,
-    ListRepliesResponse, Message, MessageEvent, MessageStatus, PasswordState, Priority, QueueCount,
-    Reply, Status as AgentStatus, SubmitMessageRequest, SubmitMessageResponse,
-    SubmitMessagesRequest, SubmitMessagesResponse, TriggerUploadRequest, UpdateConnectivityRequest,
-    UpdatePasswordRequest, UpdatePasswordResponse, UploadReport, Warning,
+    CancelMessageRequest, Connectivity, Encoding, GetConnectivityRequest, GetMessageRequest, GetStatusRequest,
+    ListMessagesRequest, ListMessagesResponse, ListRepliesRequest, ListRepliesResponse, Message, MessageEvent,
+    MessageStatus, PasswordState, Priority, QueueCount, Reply, Status as AgentStatus, SubmitMessageRequest,
+    SubmitMessageResponse, SubmitMessagesRequest, SubmitMessagesResponse, TriggerUploadRequest,
+    UpdateConnectivityRequest, UpdatePasswordRequest, UpdatePasswordResponse, UploadReport, Warning,
 };
 use prost_types::Timestamp;
 use serde_json::Value;
@@ -40,8 +37,7 @@ const VIEWER_TOKEN: &str = "test-viewer-token-4567";
 /// 2026-12-01T09:30:00Z.
 const DEC_1_0930: i64 = 1_796_117_400;
 
-const STATUS_WARNING: &str =
-    "The mailbox password expires in 5 days; set a new one with nhsmail-ctl password set.";
+const STATUS_WARNING: &str = "The mailbox password expires in 5 days; set a new one with nhsmail-ctl password set.";
 const CONNECTIVITY_WARNING: &str = "Automatic password management is off.";
 const MESSAGE_ID: &str = "01890a5d-ac96-774b-bcce-b302099a8057";
 const TEST_PASSWORD: &str = "Invented-Passw0rd-For-Tests";
@@ -71,26 +67,16 @@ impl FakeAgent {
     async fn authorise<T>(&self, request: &Request<T>, writes: bool) -> Result<(), Status> {
         tokio::time::sleep(self.delay).await;
 
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        self.received
-            .lock()
-            .unwrap()
-            .authorization
-            .push(header.clone());
+        let header =
+            request.metadata().get("authorization").and_then(|value| value.to_str().ok()).unwrap_or("").to_string();
+        self.received.lock().unwrap().authorization.push(header.clone());
 
         if header == format!("Bearer {ADMIN_TOKEN}") {
             return Ok(());
         }
         if header == format!("Bearer {VIEWER_TOKEN}") {
             return match writes {
-                true => Err(Status::permission_denied(
-                    "the viewer role cannot change settings",
-                )),
+                true => Err(Status::permission_denied("the viewer role cannot change settings")),
                 false => Ok(()),
             };
         }
@@ -107,19 +93,10 @@ fn fixed_status() -> AgentStatus {
         version: "0.1.0".into(),
         uptime_seconds: 3_661,
         queue_counts: vec![
-            QueueCount {
-                status: MessageStatus::Queued as i32,
-                count: 12,
-            },
-            QueueCount {
-                status: MessageStatus::Delivered as i32,
-                count: 340,
-            },
+            QueueCount { status: MessageStatus::Queued as i32, count: 12 },
+            QueueCount { status: MessageStatus::Delivered as i32, count: 340 },
         ],
-        warnings: vec![Warning {
-            code: "password_expiring".into(),
-            message: STATUS_WARNING.into(),
-        }],
+        warnings: vec![Warning { code: "password_expiring".into(), message: STATUS_WARNING.into() }],
         password_state: PasswordState::Expiring as i32,
         sending_paused: false,
         sending_paused_reason: String::new(),
@@ -142,10 +119,7 @@ fn fixed_connectivity() -> Connectivity {
         max_age_days: 90,
         smtp_server: "127.0.0.1:2587".into(),
         imap_server: "127.0.0.1:2993".into(),
-        warnings: vec![Warning {
-            code: "auto_manage_off".into(),
-            message: CONNECTIVITY_WARNING.into(),
-        }],
+        warnings: vec![Warning { code: "auto_manage_off".into(), message: CONNECTIVITY_WARNING.into() }],
         ..Connectivity::default()
     }
 }
@@ -168,18 +142,12 @@ fn fixed_message(status: MessageStatus) -> Message {
 
 #[tonic::async_trait]
 impl AgentService for FakeAgent {
-    async fn get_status(
-        &self,
-        request: Request<GetStatusRequest>,
-    ) -> Result<Response<AgentStatus>, Status> {
+    async fn get_status(&self, request: Request<GetStatusRequest>) -> Result<Response<AgentStatus>, Status> {
         self.authorise(&request, false).await?;
         Ok(Response::new(fixed_status()))
     }
 
-    async fn trigger_upload(
-        &self,
-        request: Request<TriggerUploadRequest>,
-    ) -> Result<Response<UploadReport>, Status> {
+    async fn trigger_upload(&self, request: Request<TriggerUploadRequest>) -> Result<Response<UploadReport>, Status> {
         self.authorise(&request, true).await?;
         Ok(Response::new(UploadReport {
             started_at: at(DEC_1_0930),
@@ -208,11 +176,7 @@ impl ConnectivityService for FakeAgent {
         request: Request<UpdateConnectivityRequest>,
     ) -> Result<Response<Connectivity>, Status> {
         self.authorise(&request, true).await?;
-        self.received
-            .lock()
-            .unwrap()
-            .update_connectivity
-            .push(request.into_inner());
+        self.received.lock().unwrap().update_connectivity.push(request.into_inner());
         Ok(Response::new(fixed_connectivity()))
     }
 
@@ -224,10 +188,7 @@ impl ConnectivityService for FakeAgent {
         let request = request.into_inner();
         let verified = !request.skip_verification;
         self.received.lock().unwrap().update_password.push(request);
-        Ok(Response::new(UpdatePasswordResponse {
-            verified,
-            connectivity: Some(fixed_connectivity()),
-        }))
+        Ok(Response::new(UpdatePasswordResponse { verified, connectivity: Some(fixed_connectivity()) }))
     }
 }
 
@@ -243,9 +204,7 @@ impl MessageService for FakeAgent {
         self.received.lock().unwrap().submitted.push(request);
 
         if landline {
-            return Err(Status::invalid_argument(
-                "to: 01632 960000 is a landline, not a UK mobile number",
-            ));
+            return Err(Status::invalid_argument("to: 01632 960000 is a landline, not a UK mobile number"));
         }
         Ok(Response::new(SubmitMessageResponse {
             message: Some(fixed_message(MessageStatus::Queued)),
@@ -260,10 +219,7 @@ impl MessageService for FakeAgent {
         Err(Status::unimplemented("not used by nhsmail-ctl"))
     }
 
-    async fn get_message(
-        &self,
-        request: Request<GetMessageRequest>,
-    ) -> Result<Response<Message>, Status> {
+    async fn get_message(&self, request: Request<GetMessageRequest>) -> Result<Response<Message>, Status> {
         self.authorise(&request, false).await?;
         let id = request.into_inner().id;
         if id != MESSAGE_ID {
@@ -293,21 +249,14 @@ impl MessageService for FakeAgent {
         request: Request<ListMessagesRequest>,
     ) -> Result<Response<ListMessagesResponse>, Status> {
         self.authorise(&request, false).await?;
-        self.received
-            .lock()
-            .unwrap()
-            .list_messages
-            .push(request.into_inner());
+        self.received.lock().unwrap().list_messages.push(request.into_inner());
         Ok(Response::new(ListMessagesResponse {
             messages: vec![fixed_message(MessageStatus::Failed)],
             next_page_token: "page-2".into(),
         }))
     }
 
-    async fn cancel_message(
-        &self,
-        request: Request<CancelMessageRequest>,
-    ) -> Result<Response<Message>, Status> {
+    async fn cancel_message(&self, request: Request<CancelMessageRequest>) -> Result<Response<Message>, Status> {
         self.authorise(&request, true).await?;
         if request.into_inner().id != MESSAGE_ID {
             return Err(Status::failed_precondition("message is already sent"));
@@ -320,11 +269,7 @@ impl MessageService for FakeAgent {
         request: Request<ListRepliesRequest>,
     ) -> Result<Response<ListRepliesResponse>, Status> {
         self.authorise(&request, false).await?;
-        self.received
-            .lock()
-            .unwrap()
-            .list_replies
-            .push(request.into_inner());
+        self.received.lock().unwrap().list_replies.push(request.into_inner());
         Ok(Response::new(ListRepliesResponse {
             replies: vec![Reply {
                 id: "reply-1".into(),
@@ -409,16 +354,11 @@ async fn run_ctl(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Ou
 
     let mut child = command.spawn().expect("nhsmail-ctl starts");
     let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.unwrap_or("").as_bytes())
-        .await
-        .unwrap();
+    pipe.write_all(stdin.unwrap_or("").as_bytes()).await.unwrap();
     drop(pipe);
 
     let run = child.wait_with_output();
-    tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("nhsmail-ctl finishes")
-        .unwrap()
+    tokio::time::timeout(Duration::from_secs(30), run).await.expect("nhsmail-ctl finishes").unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -447,13 +387,7 @@ async fn help_lists_exit_codes() {
 
     assert_eq!(exit_code(&output), 0);
     assert!(help.contains("Exit codes:"), "{help}");
-    for line in [
-        "0  success",
-        "1  the agent answered",
-        "2  usage error",
-        "3  cannot reach",
-        "4  authentication",
-    ] {
+    for line in ["0  success", "1  the agent answered", "2  usage error", "3  cannot reach", "4  authentication"] {
         assert!(help.contains(line), "missing {line:?} in {help}");
     }
 }
@@ -475,10 +409,7 @@ async fn missing_token_file_exits_four() {
     let message = stderr(&output);
 
     assert_eq!(exit_code(&output), 4, "{message}");
-    assert!(
-        message.contains(&format!("cannot read the token file {path}")),
-        "{message}"
-    );
+    assert!(message.contains(&format!("cannot read the token file {path}")), "{message}");
     assert!(message.contains("--token-file"), "{message}");
     assert!(message.contains("NHSMAIL_TOKEN"), "{message}");
 }
@@ -492,10 +423,7 @@ async fn default_token_path_named_when_missing() {
     let message = stderr(&output);
 
     assert_eq!(exit_code(&output), 4, "{message}");
-    assert!(
-        message.contains(&format!("{data_dir}/admin.token")),
-        "{message}"
-    );
+    assert!(message.contains(&format!("{data_dir}/admin.token")), "{message}");
 }
 
 #[tokio::test]
@@ -504,32 +432,17 @@ async fn unreachable_agent_exits_three() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
 
-    let output = run_ctl(
-        &["--agent", &url, "status"],
-        &[("NHSMAIL_TOKEN", ADMIN_TOKEN)],
-        None,
-    )
-    .await;
+    let output = run_ctl(&["--agent", &url, "status"], &[("NHSMAIL_TOKEN", ADMIN_TOKEN)], None).await;
     let message = stderr(&output);
 
     assert_eq!(exit_code(&output), 3, "{message}");
-    assert!(
-        message.starts_with(&format!(
-            "error: cannot reach the agent at {url}: connection refused"
-        )),
-        "{message}"
-    );
+    assert!(message.starts_with(&format!("error: cannot reach the agent at {url}: connection refused")), "{message}");
     assert!(message.contains("is nhsmail-agent running?"), "{message}");
 }
 
 #[tokio::test]
 async fn zero_upload_interval_exits_two() {
-    let output = run_ctl(
-        &["connectivity", "set", "--upload-interval", "0"],
-        &[],
-        None,
-    )
-    .await;
+    let output = run_ctl(&["connectivity", "set", "--upload-interval", "0"], &[], None).await;
     let message = stderr(&output);
 
     assert_eq!(exit_code(&output), 2, "{message}");
@@ -539,15 +452,7 @@ async fn zero_upload_interval_exits_two() {
 
 #[tokio::test]
 async fn invalid_send_time_exits_two() {
-    let args = [
-        "send",
-        "--to",
-        "07700900123",
-        "--text",
-        "hi",
-        "--expires-at",
-        "next week",
-    ];
+    let args = ["send", "--to", "07700900123", "--text", "hi", "--expires-at", "next week"];
     let output = run_ctl(&args, &[], None).await;
     let message = stderr(&output);
 
@@ -570,10 +475,7 @@ async fn status_table_shows_state() {
     assert!(table.contains("Uptime         1h 1m 1s\n"), "{table}");
     assert!(table.contains("Password       expiring\n"), "{table}");
     assert!(table.contains("Sending        running\n"), "{table}");
-    assert!(
-        table.contains("Last upload    2026-12-01 09:30:00\n"),
-        "{table}"
-    );
+    assert!(table.contains("Last upload    2026-12-01 09:30:00\n"), "{table}");
     assert!(table.contains("Last send      never\n"), "{table}");
     assert!(table.contains("queued     12\n"), "{table}");
     assert!(table.contains("delivered  340\n"), "{table}");
@@ -613,19 +515,14 @@ async fn connectivity_warnings_printed() {
 
     let output = harness.ctl(&["connectivity", "show"]).await;
 
-    assert_eq!(
-        stderr(&output),
-        format!("warning: {CONNECTIVITY_WARNING}\n")
-    );
+    assert_eq!(stderr(&output), format!("warning: {CONNECTIVITY_WARNING}\n"));
 }
 
 #[tokio::test]
 async fn send_adds_status_warnings() {
     let harness = Harness::start().await;
 
-    let output = harness
-        .ctl(&["send", "--to", "07700 900123", "--text", "Hello"])
-        .await;
+    let output = harness.ctl(&["send", "--to", "07700 900123", "--text", "Hello"]).await;
 
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert_eq!(stderr(&output), format!("warning: {STATUS_WARNING}\n"));
@@ -639,10 +536,7 @@ async fn bearer_token_sent_trimmed() {
 
     harness.ctl(&["status"]).await;
 
-    assert_eq!(
-        harness.received().authorization,
-        vec![format!("Bearer {ADMIN_TOKEN}")]
-    );
+    assert_eq!(harness.received().authorization, vec![format!("Bearer {ADMIN_TOKEN}")]);
 }
 
 #[tokio::test]
@@ -653,10 +547,7 @@ async fn environment_token_is_sent() {
     let output = run_ctl(&args, &[("NHSMAIL_TOKEN", ADMIN_TOKEN)], None).await;
 
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    assert_eq!(
-        harness.received().authorization,
-        vec![format!("Bearer {ADMIN_TOKEN}")]
-    );
+    assert_eq!(harness.received().authorization, vec![format!("Bearer {ADMIN_TOKEN}")]);
 }
 
 #[tokio::test]
@@ -669,38 +560,23 @@ async fn rejected_token_exits_four() {
 
     assert_eq!(exit_code(&output), 4, "{message}");
     assert!(
-        message.starts_with(
-            "error: unauthenticated: the agent rejected the token; check --token-file"
-        ),
+        message.starts_with("error: unauthenticated: the agent rejected the token; check --token-file"),
         "{message}"
     );
-    assert!(
-        message.contains("caused by: agent message: unknown token"),
-        "{message}"
-    );
+    assert!(message.contains("caused by: agent message: unknown token"), "{message}");
     assert!(!message.contains("wrong-token"), "{message}");
 }
 
 #[tokio::test]
 async fn viewer_token_cannot_change_settings() {
     let harness = Harness::start().await;
-    let args = [
-        "--agent",
-        &harness.url,
-        "connectivity",
-        "set",
-        "--upload-interval",
-        "30",
-    ];
+    let args = ["--agent", &harness.url, "connectivity", "set", "--upload-interval", "30"];
 
     let output = run_ctl(&args, &[("NHSMAIL_TOKEN", VIEWER_TOKEN)], None).await;
     let message = stderr(&output);
 
     assert_eq!(exit_code(&output), 4, "{message}");
-    assert!(
-        message.starts_with("error: permission denied:"),
-        "{message}"
-    );
+    assert!(message.starts_with("error: permission denied:"), "{message}");
 }
 
 // Against the fake agent: connectivity and password.
@@ -709,11 +585,7 @@ async fn viewer_token_cannot_change_settings() {
 async fn connectivity_show_json_fields() {
     let harness = Harness::start().await;
 
-    let connectivity = json(
-        &harness
-            .ctl(&["connectivity", "show", "--output", "json"])
-            .await,
-    );
+    let connectivity = json(&harness.ctl(&["connectivity", "show", "--output", "json"]).await);
 
     assert_eq!(connectivity["username"], "practice.sms@example.org");
     assert_eq!(connectivity["upload_interval_minutes"], 15);
@@ -727,9 +599,7 @@ async fn connectivity_show_json_fields() {
 async fn connectivity_set_sends_given_fields() {
     let harness = Harness::start().await;
 
-    let output = harness
-        .ctl(&["connectivity", "set", "--auto-manage", "off"])
-        .await;
+    let output = harness.ctl(&["connectivity", "set", "--auto-manage", "off"]).await;
 
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     let received = harness.received();
@@ -743,22 +613,13 @@ async fn connectivity_set_sends_given_fields() {
 async fn password_stdin_sent_not_printed() {
     let harness = Harness::start().await;
 
-    let output = harness
-        .ctl_with(
-            &["password", "set", "--password-stdin"],
-            &[],
-            Some(&format!("{TEST_PASSWORD}\r\n")),
-        )
-        .await;
+    let output =
+        harness.ctl_with(&["password", "set", "--password-stdin"], &[], Some(&format!("{TEST_PASSWORD}\r\n"))).await;
 
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert!(!stdout(&output).contains(TEST_PASSWORD));
     assert!(!stderr(&output).contains(TEST_PASSWORD));
-    assert!(
-        stdout(&output).contains("Password stored after an SMTP and an IMAP sign-in"),
-        "{}",
-        stdout(&output)
-    );
+    assert!(stdout(&output).contains("Password stored after an SMTP and an IMAP sign-in"), "{}", stdout(&output));
 
     let received = harness.received();
     let update = &received.update_password[0];
@@ -770,14 +631,7 @@ async fn password_stdin_sent_not_printed() {
 #[tokio::test]
 async fn password_skip_verification_is_sent() {
     let harness = Harness::start().await;
-    let args = [
-        "password",
-        "set",
-        "--password-stdin",
-        "--skip-verification",
-        "--output",
-        "json",
-    ];
+    let args = ["password", "set", "--password-stdin", "--skip-verification", "--output", "json"];
 
     let output = harness.ctl_with(&args, &[], Some(TEST_PASSWORD)).await;
 
@@ -789,9 +643,7 @@ async fn password_skip_verification_is_sent() {
 async fn password_prompt_needs_terminal() {
     let harness = Harness::start().await;
 
-    let output = harness
-        .ctl_with(&["password", "set"], &[], Some(TEST_PASSWORD))
-        .await;
+    let output = harness.ctl_with(&["password", "set"], &[], Some(TEST_PASSWORD)).await;
     let message = stderr(&output);
 
     assert_eq!(exit_code(&output), 2, "{message}");
@@ -803,9 +655,7 @@ async fn password_prompt_needs_terminal() {
 async fn empty_password_stdin_exits_two() {
     let harness = Harness::start().await;
 
-    let output = harness
-        .ctl_with(&["password", "set", "--password-stdin"], &[], Some("\n"))
-        .await;
+    let output = harness.ctl_with(&["password", "set", "--password-stdin"], &[], Some("\n")).await;
 
     assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
     assert!(harness.received().update_password.is_empty());
@@ -823,27 +673,14 @@ async fn upload_report_lists_errors() {
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert!(table.contains("Trigger             manual\n"), "{table}");
     assert!(table.contains("Mail collected      7\n"), "{table}");
-    assert!(
-        table.contains("Errors              imap: purge of old receipts failed"),
-        "{table}"
-    );
+    assert!(table.contains("Errors              imap: purge of old receipts failed"), "{table}");
 }
 
 #[tokio::test]
 async fn send_json_reports_parts() {
     let harness = Harness::start().await;
 
-    let output = harness
-        .ctl(&[
-            "send",
-            "--to",
-            "07700 900123",
-            "--text",
-            "Hello",
-            "--output",
-            "json",
-        ])
-        .await;
+    let output = harness.ctl(&["send", "--to", "07700 900123", "--text", "Hello", "--output", "json"]).await;
     let response = json(&output);
 
     assert_eq!(response["duplicate"], false);
@@ -858,15 +695,10 @@ async fn send_json_reports_parts() {
 async fn send_table_shows_number() {
     let harness = Harness::start().await;
 
-    let output = harness
-        .ctl(&["send", "--to", "07700 900123", "--text", "Hello"])
-        .await;
+    let output = harness.ctl(&["send", "--to", "07700 900123", "--text", "Hello"]).await;
     let table = stdout(&output);
 
-    assert!(
-        table.contains(&format!("ID        {MESSAGE_ID}\n")),
-        "{table}"
-    );
+    assert!(table.contains(&format!("ID        {MESSAGE_ID}\n")), "{table}");
     assert!(table.contains("To        +447700900123\n"), "{table}");
     assert!(table.contains("Encoding  gsm7\n"), "{table}");
     assert!(table.contains("Parts     1\n"), "{table}");
@@ -911,34 +743,20 @@ async fn send_reads_text_from_stdin() {
     let harness = Harness::start().await;
     let text = "Your appointment is at 9:30.\nReply STOP to opt out.\n\n";
 
-    let output = harness
-        .ctl_with(
-            &["send", "--to", "07700900123", "--text", "-"],
-            &[],
-            Some(text),
-        )
-        .await;
+    let output = harness.ctl_with(&["send", "--to", "07700900123", "--text", "-"], &[], Some(text)).await;
 
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    assert_eq!(
-        harness.received().submitted[0].text,
-        "Your appointment is at 9:30.\nReply STOP to opt out."
-    );
+    assert_eq!(harness.received().submitted[0].text, "Your appointment is at 9:30.\nReply STOP to opt out.");
 }
 
 #[tokio::test]
 async fn invalid_argument_keeps_agent_message() {
     let harness = Harness::start().await;
 
-    let output = harness
-        .ctl(&["send", "--to", "01632 960000", "--text", "Hello"])
-        .await;
+    let output = harness.ctl(&["send", "--to", "01632 960000", "--text", "Hello"]).await;
 
     assert_eq!(exit_code(&output), 1);
-    assert_eq!(
-        stderr(&output),
-        "error: to: 01632 960000 is a landline, not a UK mobile number\n"
-    );
+    assert_eq!(stderr(&output), "error: to: 01632 960000 is a landline, not a UK mobile number\n");
     assert_eq!(stdout(&output), "");
 }
 
@@ -949,10 +767,7 @@ async fn unknown_message_exits_one() {
     let output = harness.ctl(&["messages", "show", "no-such-id"]).await;
 
     assert_eq!(exit_code(&output), 1);
-    assert_eq!(
-        stderr(&output),
-        "error: not found: message no-such-id not found\n"
-    );
+    assert_eq!(stderr(&output), "error: not found: message no-such-id not found\n");
 }
 
 #[tokio::test]
@@ -963,33 +778,17 @@ async fn message_show_lists_history() {
     let table = stdout(&output);
 
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    assert!(
-        table.contains("Gateway address  07700900123@sms.nhs.net\n"),
-        "{table}"
-    );
-    assert!(
-        table.contains("\nHistory\nTIME                 FROM         TO      REASON\n"),
-        "{table}"
-    );
-    assert!(
-        table.contains("2026-12-01 09:30:00  unspecified  queued  submitted\n"),
-        "{table}"
-    );
-    assert!(
-        table.contains("2026-12-01 09:30:02  queued       sent    250 2.0.0 OK queued\n"),
-        "{table}"
-    );
+    assert!(table.contains("Gateway address  07700900123@sms.nhs.net\n"), "{table}");
+    assert!(table.contains("\nHistory\nTIME                 FROM         TO      REASON\n"), "{table}");
+    assert!(table.contains("2026-12-01 09:30:00  unspecified  queued  submitted\n"), "{table}");
+    assert!(table.contains("2026-12-01 09:30:02  queued       sent    250 2.0.0 OK queued\n"), "{table}");
 }
 
 #[tokio::test]
 async fn message_show_json_has_events() {
     let harness = Harness::start().await;
 
-    let message = json(
-        &harness
-            .ctl(&["messages", "show", MESSAGE_ID, "--output", "json"])
-            .await,
-    );
+    let message = json(&harness.ctl(&["messages", "show", MESSAGE_ID, "--output", "json"]).await);
 
     assert_eq!(message["status"], "sent");
     assert_eq!(message["events"][1]["from_status"], "queued");
@@ -1004,35 +803,20 @@ async fn cancel_after_sending_exits_one() {
     let output = harness.ctl(&["messages", "cancel", "already-sent"]).await;
 
     assert_eq!(exit_code(&output), 1);
-    assert_eq!(
-        stderr(&output),
-        "error: failed precondition: message is already sent\n"
-    );
+    assert_eq!(stderr(&output), "error: failed precondition: message is already sent\n");
 }
 
 #[tokio::test]
 async fn messages_list_passes_filters() {
     let harness = Harness::start().await;
-    let args = [
-        "messages",
-        "list",
-        "--status",
-        "failed",
-        "--limit",
-        "5",
-        "--page-token",
-        "page-1",
-    ];
+    let args = ["messages", "list", "--status", "failed", "--limit", "5", "--page-token", "page-1"];
 
     let output = harness.ctl(&args).await;
     let table = stdout(&output);
 
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert!(table.starts_with("CREATED              ID"), "{table}");
-    assert!(
-        table.contains("More messages: add --page-token page-2"),
-        "{table}"
-    );
+    assert!(table.contains("More messages: add --page-token page-2"), "{table}");
 
     let received = harness.received();
     let request = &received.list_messages[0];
@@ -1045,24 +829,12 @@ async fn messages_list_passes_filters() {
 async fn replies_table_strips_control_characters() {
     let harness = Harness::start().await;
 
-    let output = harness
-        .ctl(&[
-            "replies",
-            "list",
-            "--from",
-            "07700900123",
-            "--since",
-            "2026-12-01T00:00:00Z",
-        ])
-        .await;
+    let output = harness.ctl(&["replies", "list", "--from", "07700900123", "--since", "2026-12-01T00:00:00Z"]).await;
     let table = stdout(&output);
 
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert!(!table.contains('\u{1b}'), "{table:?}");
-    assert!(
-        table.contains("Yes I will come\u{FFFD}[2J Thanks"),
-        "{table}"
-    );
+    assert!(table.contains("Yes I will come\u{FFFD}[2J Thanks"), "{table}");
 
     let received = harness.received();
     let request = &received.list_replies[0];
@@ -1076,10 +848,7 @@ async fn replies_json_keeps_text() {
 
     let replies = json(&harness.ctl(&["replies", "list", "--output", "json"]).await);
 
-    assert_eq!(
-        replies["replies"][0]["text"],
-        "Yes I will come\u{1b}[2J\nThanks"
-    );
+    assert_eq!(replies["replies"][0]["text"], "Yes I will come\u{1b}[2J\nThanks");
     assert_eq!(replies["replies"][0]["message_id"], MESSAGE_ID);
     assert_eq!(replies["next_page_token"], "");
 }
@@ -1088,18 +857,12 @@ async fn replies_json_keeps_text() {
 
 #[tokio::test]
 async fn slow_agent_times_out() {
-    let slow = FakeAgent {
-        delay: Duration::from_secs(5),
-        ..FakeAgent::default()
-    };
+    let slow = FakeAgent { delay: Duration::from_secs(5), ..FakeAgent::default() };
     let harness = Harness::start_with(slow).await;
 
     let output = harness.ctl(&["--timeout", "1", "status"]).await;
     let message = stderr(&output);
 
     assert_eq!(exit_code(&output), 3, "{message}");
-    assert!(message.starts_with(&format!(
-        "error: timed out after 1 second waiting for the agent at {}",
-        harness.url
-    )));
+    assert!(message.starts_with(&format!("error: timed out after 1 second waiting for the agent at {}", harness.url)));
 }

@@ -1,0 +1,336 @@
+//! End-to-end tests of the built agent's gRPC API that need no mail server: authentication, validation,
+//! idempotency, cancellation, settings, restarts and secrecy. The SMTP and IMAP settings point at a loopback port
+//! with nothing listening, so any send attempt fails as a connection error.
+
+mod support;
+
+use nhsmail_agent::proto::{self, MessageStatus, PasswordState};
+use support::{AgentProcess, submit};
+use tonic::Code;
+
+/// A loopback port with nothing listening: bound, then released.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn offline_config() -> String {
+    let port = closed_port();
+    format!(
+        "[nhsmail]\nusername = \"practice.sms@example.org\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\n\
+         smtp_security = \"plain\"\nimap_host = \"127.0.0.1\"\nimap_port = {port}\nimap_security = \"plain\"\n\
+         network_timeout_seconds = 2\n"
+    )
+}
+
+fn start() -> (tempfile::TempDir, AgentProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &offline_config());
+    (dir, agent)
+}
+
+#[tokio::test]
+async fn call_without_token_is_unauthenticated() {
+    let (_dir, agent) = start();
+    let channel = tonic::transport::Channel::from_shared(agent.url()).unwrap().connect().await.unwrap();
+    let mut client = proto::agent_service_client::AgentServiceClient::new(channel);
+    let status = client.get_status(proto::GetStatusRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn wrong_token_is_unauthenticated() {
+    let (_dir, agent) = start();
+    let channel = tonic::transport::Channel::from_shared(agent.url()).unwrap().connect().await.unwrap();
+    let mut client =
+        proto::agent_service_client::AgentServiceClient::with_interceptor(channel, |mut request: tonic::Request<()>| {
+            request.metadata_mut().insert("authorization", "Bearer not-the-token".parse().unwrap());
+            Ok(request)
+        });
+    let status = client.get_status(proto::GetStatusRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn health_needs_no_token() {
+    let (_dir, agent) = start();
+    let channel = tonic::transport::Channel::from_shared(agent.url()).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest { service: "nhsmail.agent.v1.MessageService".into() };
+    let response = health.check(request).await.unwrap().into_inner();
+    assert_eq!(response.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn landline_is_rejected_and_not_stored() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let status = clients.messages.submit_message(submit("01632 960123", "Hello")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("to"), "names the field: {}", status.message());
+    assert!(status.message().contains("01632 960123"), "names the value: {}", status.message());
+
+    let listed = clients.messages.list_messages(proto::ListMessagesRequest::default()).await.unwrap().into_inner();
+    assert!(listed.messages.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_batch_stores_nothing() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let batch = proto::SubmitMessagesRequest {
+        messages: vec![submit("07700900001", "First"), submit("12345", "Second"), submit("07700900003", "Third")],
+    };
+    let status = clients.messages.submit_messages(batch).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("messages[1].to"), "names the index and field: {}", status.message());
+
+    let listed = clients.messages.list_messages(proto::ListMessagesRequest::default()).await.unwrap().into_inner();
+    assert!(listed.messages.is_empty());
+}
+
+#[tokio::test]
+async fn over_long_text_is_rejected() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let status = clients.messages.submit_message(submit("07700900001", &"a".repeat(919))).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("918"), "names the limit: {}", status.message());
+}
+
+#[tokio::test]
+async fn answer_reports_encoding_and_parts() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let gsm = clients.messages.submit_message(submit("07700900001", &"a".repeat(161))).await.unwrap().into_inner();
+    let gsm = gsm.message.unwrap();
+    assert_eq!(gsm.encoding(), proto::Encoding::Gsm7);
+    assert_eq!(gsm.parts, 2);
+
+    let ucs2 = clients.messages.submit_message(submit("07700900002", "See you soon 🙂")).await.unwrap().into_inner();
+    let ucs2 = ucs2.message.unwrap();
+    assert_eq!(ucs2.encoding(), proto::Encoding::Ucs2);
+    assert_eq!(ucs2.parts, 1);
+}
+
+#[tokio::test]
+async fn repeated_idempotency_key_returns_first_message() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let mut request = submit("07700900001", "Your results are ready");
+    request.idempotency_key = "emis-appointment-4711".into();
+
+    let first = clients.messages.submit_message(request.clone()).await.unwrap().into_inner();
+    let second = clients.messages.submit_message(request).await.unwrap().into_inner();
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    assert_eq!(first.message.unwrap().id, second.message.unwrap().id);
+
+    let listed = clients.messages.list_messages(proto::ListMessagesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.messages.len(), 1);
+}
+
+#[tokio::test]
+async fn queued_message_can_be_cancelled_once() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let submitted = clients.messages.submit_message(submit("07700900001", "Clinic moved")).await.unwrap().into_inner();
+    let id = submitted.message.unwrap().id;
+
+    let cancelled =
+        clients.messages.cancel_message(proto::CancelMessageRequest { id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!(cancelled.status(), MessageStatus::Cancelled);
+    let again = clients.messages.cancel_message(proto::CancelMessageRequest { id }).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn unknown_message_is_not_found() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let status = clients.messages.get_message(proto::GetMessageRequest { id: "no-such-id".into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn list_pages_through_every_message() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let batch = proto::SubmitMessagesRequest {
+        messages: (0..25).map(|index| submit(&format!("07700900{index:03}"), "Recall")).collect(),
+    };
+    clients.messages.submit_messages(batch).await.unwrap();
+
+    let mut seen = std::collections::HashSet::new();
+    let mut token = String::new();
+    loop {
+        let request =
+            proto::ListMessagesRequest { status: MessageStatus::Queued as i32, page_size: 10, page_token: token };
+        let page = clients.messages.list_messages(request).await.unwrap().into_inner();
+        assert!(page.messages.len() <= 10);
+        seen.extend(page.messages.into_iter().map(|message| message.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 25);
+}
+
+#[tokio::test]
+async fn connectivity_starts_without_password() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let connectivity =
+        clients.connectivity.get_connectivity(proto::GetConnectivityRequest {}).await.unwrap().into_inner();
+    assert_eq!(connectivity.password_state(), PasswordState::Unset);
+    assert!(!connectivity.password_set);
+    assert_eq!(connectivity.upload_interval_minutes, 15);
+    assert_eq!(connectivity.max_age_days, 90);
+    assert!(connectivity.auto_manage);
+    assert!(connectivity.sending_paused);
+    assert!(connectivity.warnings.iter().any(|warning| warning.code == "password_unset"));
+}
+
+#[tokio::test]
+async fn upload_interval_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config();
+    let mut agent = AgentProcess::start(dir.path(), &config);
+    let mut clients = agent.clients().await;
+    let update = proto::UpdateConnectivityRequest { upload_interval_minutes: Some(30), ..Default::default() };
+    clients.connectivity.update_connectivity(update).await.unwrap();
+    agent.stop();
+
+    let agent = AgentProcess::start(dir.path(), &config);
+    let mut clients = agent.clients().await;
+    let connectivity =
+        clients.connectivity.get_connectivity(proto::GetConnectivityRequest {}).await.unwrap().into_inner();
+    assert_eq!(connectivity.upload_interval_minutes, 30);
+}
+
+#[tokio::test]
+async fn zero_upload_interval_is_rejected() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let update = proto::UpdateConnectivityRequest { upload_interval_minutes: Some(0), ..Default::default() };
+    let status = clients.connectivity.update_connectivity(update).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("upload_interval_minutes"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn mismatched_confirmation_is_rejected() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let request = proto::UpdatePasswordRequest {
+        password: "Invented-Pass-One-2026".into(),
+        confirmation: "Invented-Pass-Two-2026".into(),
+        skip_verification: true,
+    };
+    let status = clients.connectivity.update_password(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("confirmation"), "{}", status.message());
+    assert!(!status.message().contains("Invented-Pass"), "the password is not echoed: {}", status.message());
+}
+
+#[tokio::test]
+async fn unreachable_server_fails_verification() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let request = proto::UpdatePasswordRequest {
+        password: "Invented-Pass-One-2026".into(),
+        confirmation: "Invented-Pass-One-2026".into(),
+        skip_verification: false,
+    };
+    let status = clients.connectivity.update_password(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    let connectivity =
+        clients.connectivity.get_connectivity(proto::GetConnectivityRequest {}).await.unwrap().into_inner();
+    assert!(!connectivity.password_set, "an unverified password is not stored");
+}
+
+#[tokio::test]
+async fn killed_agent_keeps_queued_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config();
+    let mut agent = AgentProcess::start(dir.path(), &config);
+    let mut clients = agent.clients().await;
+    let batch = proto::SubmitMessagesRequest {
+        messages: (0..50).map(|index| submit(&format!("07700900{index:03}"), "Recall")).collect(),
+    };
+    clients.messages.submit_messages(batch).await.unwrap();
+    agent.kill();
+
+    let agent = AgentProcess::start(dir.path(), &config);
+    let mut clients = agent.clients().await;
+    let status = clients.agent.get_status(proto::GetStatusRequest {}).await.unwrap().into_inner();
+    let queued =
+        status.queue_counts.iter().find(|count| count.status() == MessageStatus::Queued).map_or(0, |count| count.count);
+    assert_eq!(queued, 50);
+}
+
+#[tokio::test]
+async fn password_never_reaches_log_or_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::start_with_env(dir.path(), &offline_config(), &[("RUST_LOG", "trace")]);
+    let mut clients = agent.clients().await;
+    let password = "Invented-Secret-Marker-7731";
+    let request = proto::UpdatePasswordRequest {
+        password: password.into(),
+        confirmation: password.into(),
+        skip_verification: true,
+    };
+    clients.connectivity.update_password(request).await.unwrap();
+    clients.messages.submit_message(submit("07700900001", "Hello")).await.unwrap();
+    clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.unwrap();
+    let token = agent.token();
+    agent.stop();
+
+    let log = agent.log();
+    assert!(!log.contains(password), "the log holds the password");
+    assert!(!log.contains(&token), "the log holds the admin token");
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("agent.db")) {
+            let bytes = std::fs::read(&path).unwrap();
+            let found = bytes.windows(password.len()).any(|window| window == password.as_bytes());
+            assert!(!found, "{} holds the password in clear", path.display());
+        }
+    }
+}
+
+#[test]
+fn invalid_config_exits_with_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("agent.toml");
+    std::fs::write(&config_path, "[nhsmail]\nsmtp_host = \"127.0.0.1\"\nimap_host = \"127.0.0.1\"\nsmtp_port = 0\n")
+        .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nhsmail-agent"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("[nhsmail] smtp_port"), "{stderr}");
+}
+
+#[test]
+fn non_loopback_listen_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("agent.toml");
+    std::fs::write(&config_path, offline_config()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nhsmail-agent"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "0.0.0.0:50051"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
+}

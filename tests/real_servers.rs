@@ -1,0 +1,276 @@
+//! End-to-end scenarios against real Postfix (SMTP submission with STARTTLS and SASL) and Dovecot (IMAP) from
+//! Debian's packages, started by `scripts/real-servers.sh`. Skipped with a message unless `NHSMAIL_REAL_SERVERS`
+//! names the stack's `servers.env`; `.ci/run` sets it, so there they must pass.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nhsmail_agent::proto::{self, MessageStatus, PasswordState};
+use support::{AgentProcess, Clients, REAL_SERVER_LOCK, RealServers, submit, unique_tag, wait_for};
+
+const SEND_LIMIT: Duration = Duration::from_secs(60);
+
+async fn set_password(clients: &mut Clients, password: &str, skip_verification: bool) -> proto::UpdatePasswordResponse {
+    let request =
+        proto::UpdatePasswordRequest { password: password.into(), confirmation: password.into(), skip_verification };
+    clients.connectivity.update_password(request).await.expect("UpdatePassword succeeds").into_inner()
+}
+
+async fn message(clients: &mut Clients, id: &str) -> proto::Message {
+    let request = proto::GetMessageRequest { id: id.into() };
+    clients.messages.get_message(request).await.expect("GetMessage succeeds").into_inner()
+}
+
+async fn wait_for_status(clients: &mut Clients, id: &str, wanted: MessageStatus) -> proto::Message {
+    wait_for(SEND_LIMIT, &format!("message {id} to become {wanted:?}"), || {
+        let mut clients = clients.clone();
+        let id = id.to_string();
+        async move {
+            let found = message(&mut clients, &id).await;
+            (found.status() == wanted).then_some(found)
+        }
+    })
+    .await
+}
+
+/// Runs upload cycles until the message reaches `wanted`, for outcomes that arrive by IMAP.
+async fn upload_until_status(clients: &mut Clients, id: &str, wanted: MessageStatus) -> proto::Message {
+    for _ in 0..60 {
+        clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.expect("TriggerUpload succeeds");
+        let found = message(clients, id).await;
+        if found.status() == wanted {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("message {id} did not become {wanted:?}; it is {:?}", message(clients, id).await.status());
+}
+
+fn gateway_copies(servers: &RealServers, tag: &str) -> Vec<serde_json::Value> {
+    servers
+        .gateway_messages()
+        .into_iter()
+        .filter(|email| {
+            email["body"].as_str().unwrap_or_default().contains(tag)
+                || email["subject"].as_str().unwrap_or_default().contains(tag)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_reaches_gateway_mailbox() {
+    let Some(servers) = RealServers::from_env("text_reaches_gateway_mailbox") else { return };
+    let _lock = REAL_SERVER_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &servers.agent_config(""));
+    let mut clients = agent.clients().await;
+    assert!(set_password(&mut clients, servers.password(), false).await.verified);
+
+    let tag = unique_tag();
+    let text = format!("Your appointment is on Monday at 09:30. Reply YES to confirm. £0 charge. Ref {tag}");
+    let submitted = clients.messages.submit_message(submit("07700 900123", &text)).await.unwrap().into_inner();
+    let queued = submitted.message.unwrap();
+    assert_eq!(queued.to, "+447700900123");
+    assert_eq!(queued.gateway_address, "07700900123@sms.nhs.net");
+
+    let sent = wait_for_status(&mut clients, &queued.id, MessageStatus::Sent).await;
+    let copies = wait_for(SEND_LIMIT, "the text in the gateway mailbox", || {
+        let copies = gateway_copies(&servers, &tag);
+        async move { (!copies.is_empty()).then_some(copies) }
+    })
+    .await;
+
+    assert_eq!(copies.len(), 1, "the gateway received the text once");
+    let email = &copies[0];
+    assert_eq!(email["to"].as_str().unwrap(), "07700900123@sms.nhs.net");
+    assert_eq!(email["body"].as_str().unwrap().trim_end(), text);
+    assert_eq!(email["content_type"].as_str().unwrap(), "text/plain");
+    assert_eq!(email["charset"].as_str().unwrap(), "utf-8");
+    assert_eq!(email["message_id"].as_str().unwrap(), sent.smtp_message_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bounced_number_ends_failed() {
+    let Some(servers) = RealServers::from_env("bounced_number_ends_failed") else { return };
+    let _lock = REAL_SERVER_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &servers.agent_config(""));
+    let mut clients = agent.clients().await;
+    set_password(&mut clients, servers.password(), false).await;
+
+    let text = format!("Please call the surgery. Ref {}", unique_tag());
+    let bounce_number = servers.var("NHSMAIL_TEST_BOUNCE_FIRST").to_string();
+    let submitted = clients.messages.submit_message(submit(&bounce_number, &text)).await.unwrap().into_inner();
+    let id = submitted.message.unwrap().id;
+    wait_for_status(&mut clients, &id, MessageStatus::Sent).await;
+
+    let failed = upload_until_status(&mut clients, &id, MessageStatus::Failed).await;
+    assert!(failed.status_reason.contains("5.1.1"), "reason names the DSN status: {}", failed.status_reason);
+    let last_event = failed.events.last().unwrap();
+    assert_eq!(last_event.to_status(), MessageStatus::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn patient_reply_attaches_to_message() {
+    let Some(servers) = RealServers::from_env("patient_reply_attaches_to_message") else { return };
+    let _lock = REAL_SERVER_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &servers.agent_config(""));
+    let mut clients = agent.clients().await;
+    set_password(&mut clients, servers.password(), false).await;
+
+    let submitted = clients
+        .messages
+        .submit_message(submit("+447700900124", "Flu clinic on Saturday. Can you come?"))
+        .await
+        .unwrap();
+    let id = submitted.into_inner().message.unwrap().id;
+    let sent = wait_for_status(&mut clients, &id, MessageStatus::Sent).await;
+
+    let tag = unique_tag();
+    let reply = format!(
+        "From: 07700900124@sms.nhs.net\r\nTo: {to}\r\nSubject: Re: SMS\r\nMessage-ID: <reply-{tag}@sms.nhs.net>\r\n\
+         In-Reply-To: <{original}>\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Yes I can come {tag}\r\n",
+        to = servers.username(),
+        original = sent.smtp_message_id,
+    );
+    servers.append_to_practice_inbox(&reply);
+    let report = clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.unwrap().into_inner();
+    assert!(report.replies >= 1, "the cycle counted the reply: {report:?}");
+
+    let request = proto::ListRepliesRequest { message_id: id.clone(), ..Default::default() };
+    let replies = clients.messages.list_replies(request).await.unwrap().into_inner().replies;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].from, "+447700900124");
+    assert_eq!(replies[0].text, format!("Yes I can come {tag}"));
+    assert_eq!(replies[0].message_id, id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_pauses_until_corrected() {
+    let Some(servers) = RealServers::from_env("wrong_password_pauses_until_corrected") else { return };
+    let _lock = REAL_SERVER_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &servers.agent_config(""));
+    let mut clients = agent.clients().await;
+    let failures_before = servers.failed_sign_ins(servers.username());
+
+    set_password(&mut clients, "Invented-Wrong-Password-1", true).await;
+    let tag = unique_tag();
+    let mut ids = Vec::new();
+    for number in ["07700900131", "07700900132", "07700900133"] {
+        let submitted = clients.messages.submit_message(submit(number, &format!("Reminder {tag}"))).await.unwrap();
+        ids.push(submitted.into_inner().message.unwrap().id);
+    }
+
+    let connectivity = wait_for(SEND_LIMIT, "the password to be rejected", || {
+        let mut client = clients.connectivity.clone();
+        async move {
+            let connectivity = client.get_connectivity(proto::GetConnectivityRequest {}).await.unwrap().into_inner();
+            (connectivity.password_state() == PasswordState::Rejected).then_some(connectivity)
+        }
+    })
+    .await;
+    assert!(connectivity.sending_paused);
+    assert!(connectivity.warnings.iter().any(|warning| warning.code == "password_rejected"));
+
+    // A cycle and some idle time must not cause a second attempt with the rejected password.
+    clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(servers.failed_sign_ins(servers.username()) - failures_before, 1, "exactly one failed sign-in");
+    for id in &ids {
+        assert_eq!(message(&mut clients, id).await.status(), MessageStatus::Queued, "message {id} waits");
+    }
+
+    let mut ctl = std::process::Command::new(env!("CARGO_BIN_EXE_nhsmail-ctl"))
+        .args(["--agent", &agent.url(), "--token-file"])
+        .arg(agent.data_dir.join("admin.token"))
+        .args(["password", "set", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(ctl.stdin.take().unwrap(), "{}", servers.password()).unwrap();
+    let output = ctl.wait_with_output().unwrap();
+    assert!(output.status.success(), "password set failed: {}", String::from_utf8_lossy(&output.stderr));
+
+    for id in &ids {
+        wait_for_status(&mut clients, id, MessageStatus::Sent).await;
+    }
+    assert_eq!(gateway_copies(&servers, &tag).len(), 3, "each waiting text went out once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_agent_loses_and_repeats_nothing() {
+    let Some(servers) = RealServers::from_env("killed_agent_loses_and_repeats_nothing") else { return };
+    let _lock = REAL_SERVER_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = servers.agent_config("");
+    let mut agent = AgentProcess::start(dir.path(), &config);
+    let mut clients = agent.clients().await;
+    set_password(&mut clients, servers.password(), false).await;
+
+    let tag = unique_tag();
+    let count = 40;
+    let batch = proto::SubmitMessagesRequest {
+        messages: (0..count)
+            .map(|index| submit(&format!("07700900{:03}", 200 + index), &format!("Recall {tag} #{index:02}")))
+            .collect(),
+    };
+    let ids: Vec<String> = clients
+        .messages
+        .submit_messages(batch)
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|result| result.message.unwrap().id)
+        .collect();
+    assert_eq!(ids.len(), count);
+
+    // 600 a minute is one every 100 ms, so after a second some are sent and most still wait.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before_kill = clients.agent.get_status(proto::GetStatusRequest {}).await.unwrap().into_inner().queue_counts;
+    eprintln!("queue when the agent was killed: {before_kill:?}");
+    agent.kill();
+    let agent = AgentProcess::start(dir.path(), &config);
+    let clients = agent.clients().await;
+
+    let statuses = wait_for(SEND_LIMIT, "every message to leave the queue", || {
+        let mut clients = clients.clone();
+        let ids = ids.clone();
+        async move {
+            let mut statuses = HashMap::new();
+            for id in &ids {
+                let status = message(&mut clients, id).await.status();
+                if matches!(status, MessageStatus::Queued | MessageStatus::Sending) {
+                    return None;
+                }
+                statuses.insert(id.clone(), status);
+            }
+            Some(statuses)
+        }
+    })
+    .await;
+
+    let copies = gateway_copies(&servers, &tag);
+    for index in 0..count {
+        let marker = format!("Recall {tag} #{index:02}");
+        let received =
+            copies.iter().filter(|email| email["body"].as_str().unwrap_or_default().trim_end() == marker).count();
+        let status = statuses[&ids[index]];
+        match status {
+            MessageStatus::Sent => assert_eq!(received, 1, "{marker} was sent once"),
+            MessageStatus::Uncertain => {
+                assert!(received <= 1, "{marker} is uncertain and reached the gateway {received} times")
+            }
+            other => panic!("{marker} ended {other:?}"),
+        }
+    }
+}
