@@ -58,10 +58,7 @@ mod tests {
     }
 
     fn account() -> Account {
-        Account {
-            username: "practice@example.org".to_owned(),
-            password: Secret::new(VALUE),
-        }
+        Account { username: "practice@example.org".to_owned(), password: Secret::new(VALUE) }
     }
 
     #[test]

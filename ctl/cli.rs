@@ -267,14 +267,11 @@ pub fn parse() -> Cli {
 
 /// Builds the clap command with the footer that documents exit codes, the token and the output formats.
 pub fn command() -> clap::Command {
-    Cli::command()
-        .after_long_help(help_footer())
-        .after_help(help_footer())
+    Cli::command().after_long_help(help_footer()).after_help(help_footer())
 }
 
 fn help_footer() -> String {
-    let default_token =
-        nhsmail_agent::paths::admin_token_path(&nhsmail_agent::paths::default_data_dir());
+    let default_token = nhsmail_agent::paths::admin_token_path(&nhsmail_agent::paths::default_data_dir());
     format!(
         "\
 Token:
@@ -302,21 +299,16 @@ Exit codes:
 /// Accepts an `http://` URL with a host, because the channel is plain HTTP/2.
 // NOTE: https:// is rejected because tonic is built without a TLS feature in this crate; add one before allowing it.
 fn parse_agent_url(value: &str) -> Result<String, String> {
-    let uri: tonic::transport::Uri = value
-        .parse()
-        .map_err(|_| "expected a URL such as http://127.0.0.1:50051".to_string())?;
+    let uri: tonic::transport::Uri =
+        value.parse().map_err(|_| "expected a URL such as http://127.0.0.1:50051".to_string())?;
 
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            return Err(
-                "https:// is not supported by this build of nhsmail-ctl; use http://".into(),
-            );
+            return Err("https:// is not supported by this build of nhsmail-ctl; use http://".into());
         }
         _ => {
-            return Err(
-                "expected a URL starting with http://, such as http://127.0.0.1:50051".into(),
-            );
+            return Err("expected a URL starting with http://, such as http://127.0.0.1:50051".into());
         }
     }
     if uri.host().is_none_or(str::is_empty) {
@@ -345,11 +337,9 @@ fn parse_limit(value: &str) -> Result<u32, String> {
 
 /// Parses an RFC 3339 time with any offset into UTC. Clap adds the flag name to the error.
 pub fn parse_rfc3339(value: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(value.trim())
-        .map(|time| time.with_timezone(&Utc))
-        .map_err(|err| {
-            format!("{err}; expected an RFC 3339 time such as 2026-12-01T09:30:00Z or 2026-12-01T09:30:00+01:00")
-        })
+    DateTime::parse_from_rfc3339(value.trim()).map(|time| time.with_timezone(&Utc)).map_err(|err| {
+        format!("{err}; expected an RFC 3339 time such as 2026-12-01T09:30:00Z or 2026-12-01T09:30:00+01:00")
+    })
 }
 
 #[cfg(test)]
@@ -359,15 +349,11 @@ mod tests {
     fn parse_args(args: &[&str]) -> Result<Cli, clap::Error> {
         let mut argv = vec!["nhsmail-ctl"];
         argv.extend_from_slice(args);
-        command()
-            .try_get_matches_from(argv)
-            .and_then(|matches| Cli::from_arg_matches(&matches))
+        command().try_get_matches_from(argv).and_then(|matches| Cli::from_arg_matches(&matches))
     }
 
     fn usage_error(args: &[&str]) -> String {
-        parse_args(args)
-            .expect_err("arguments should be rejected")
-            .to_string()
+        parse_args(args).expect_err("arguments should be rejected").to_string()
     }
 
     #[test]
@@ -377,30 +363,14 @@ mod tests {
 
     #[test]
     fn invalid_send_after_names_flag() {
-        let message = usage_error(&[
-            "send",
-            "--to",
-            "07700900123",
-            "--text",
-            "hi",
-            "--send-after",
-            "tomorrow",
-        ]);
+        let message = usage_error(&["send", "--to", "07700900123", "--text", "hi", "--send-after", "tomorrow"]);
         assert!(message.contains("--send-after"), "{message}");
         assert!(message.contains("RFC 3339"), "{message}");
     }
 
     #[test]
     fn invalid_expires_at_names_flag() {
-        let message = usage_error(&[
-            "send",
-            "--to",
-            "07700900123",
-            "--text",
-            "hi",
-            "--expires-at",
-            "2026-12-01",
-        ]);
+        let message = usage_error(&["send", "--to", "07700900123", "--text", "hi", "--expires-at", "2026-12-01"]);
         assert!(message.contains("--expires-at"), "{message}");
         assert!(message.contains("2026-12-01T09:30:00Z"), "{message}");
     }
@@ -425,10 +395,7 @@ mod tests {
             assert!(message.contains("1 to 1440"), "{bad}: {message}");
         }
         for good in ["1", "15", "1440"] {
-            assert!(
-                parse_args(&["connectivity", "set", "--upload-interval", good]).is_ok(),
-                "{good}"
-            );
+            assert!(parse_args(&["connectivity", "set", "--upload-interval", good]).is_ok(), "{good}");
         }
     }
 
@@ -457,12 +424,7 @@ mod tests {
 
     #[test]
     fn agent_url_must_be_http() {
-        for bad in [
-            "127.0.0.1:50051",
-            "https://127.0.0.1:50051",
-            "ftp://127.0.0.1",
-            "http://",
-        ] {
+        for bad in ["127.0.0.1:50051", "https://127.0.0.1:50051", "ftp://127.0.0.1", "http://"] {
             let message = usage_error(&["--agent", bad, "status"]);
             assert!(message.contains("--agent"), "{bad}: {message}");
         }
@@ -494,13 +456,7 @@ mod tests {
     #[test]
     fn help_footer_lists_exit_codes() {
         let help = command().render_help().to_string();
-        for code in [
-            "0  success",
-            "1  the agent",
-            "2  usage error",
-            "3  cannot reach",
-            "4  authentication",
-        ] {
+        for code in ["0  success", "1  the agent", "2  usage error", "3  cannot reach", "4  authentication"] {
             assert!(help.contains(code), "missing {code:?}");
         }
     }

@@ -26,29 +26,17 @@ pub struct Agent {
 
 impl Agent {
     /// Connects to `url`, failing with `CtlError::Unreachable` or `CtlError::TimedOut` after `timeout`.
-    pub async fn connect(
-        url: &str,
-        timeout: Duration,
-        token: BearerToken,
-    ) -> Result<Agent, CtlError> {
+    pub async fn connect(url: &str, timeout: Duration, token: BearerToken) -> Result<Agent, CtlError> {
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|err| CtlError::unreachable(url, Box::new(err)))?
             .connect_timeout(timeout);
 
         let channel = tokio::time::timeout(timeout, endpoint.connect())
             .await
-            .map_err(|_| CtlError::TimedOut {
-                url: url.to_string(),
-                seconds: timeout.as_secs(),
-            })?
+            .map_err(|_| CtlError::TimedOut { url: url.to_string(), seconds: timeout.as_secs() })?
             .map_err(|err| CtlError::unreachable(url, Box::new(err)))?;
 
-        Ok(Agent {
-            url: url.to_string(),
-            timeout,
-            channel,
-            token,
-        })
+        Ok(Agent { url: url.to_string(), timeout, channel, token })
     }
 
     pub fn agent_service(&self) -> AgentServiceClient<AuthChannel> {
@@ -71,10 +59,7 @@ impl Agent {
     }
 
     /// Awaits one call, enforcing the deadline locally too, and maps a failure to a `CtlError`.
-    pub async fn call<T>(
-        &self,
-        call: impl Future<Output = Result<Response<T>, Status>>,
-    ) -> Result<T, CtlError> {
+    pub async fn call<T>(&self, call: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, CtlError> {
         let started = Instant::now();
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
@@ -94,10 +79,7 @@ impl Agent {
     }
 
     fn timed_out(&self) -> CtlError {
-        CtlError::TimedOut {
-            url: self.url.clone(),
-            seconds: self.timeout.as_secs(),
-        }
+        CtlError::TimedOut { url: self.url.clone(), seconds: self.timeout.as_secs() }
     }
 }
 
@@ -124,10 +106,7 @@ mod tests {
 
         let error = agent.failure(status, Duration::from_secs(2));
 
-        assert!(
-            matches!(error, CtlError::TimedOut { seconds: 2, .. }),
-            "{error}"
-        );
+        assert!(matches!(error, CtlError::TimedOut { seconds: 2, .. }), "{error}");
     }
 
     #[tokio::test]

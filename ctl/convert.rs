@@ -7,9 +7,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use nhsmail_agent::proto::{
-    Connectivity, Encoding, ListMessagesResponse, ListRepliesResponse, Message, MessageEvent,
-    MessageStatus, PasswordState, Priority, QueueCount, Reply, Status, SubmitMessageResponse,
-    UpdatePasswordResponse, UploadReport, Warning,
+    Connectivity, Encoding, ListMessagesResponse, ListRepliesResponse, Message, MessageEvent, MessageStatus,
+    PasswordState, Priority, QueueCount, Reply, Status, SubmitMessageResponse, UpdatePasswordResponse, UploadReport,
+    Warning,
 };
 use prost_types::Timestamp;
 use serde_json::{Value, json};
@@ -61,18 +61,11 @@ pub fn time_of(timestamp: Option<&Timestamp>) -> Option<DateTime<Utc>> {
 }
 
 fn short_name(full_name: &str, prefix: &str) -> String {
-    full_name
-        .strip_prefix(prefix)
-        .unwrap_or(full_name)
-        .to_ascii_lowercase()
+    full_name.strip_prefix(prefix).unwrap_or(full_name).to_ascii_lowercase()
 }
 
 /// Returns the short lower-case name of a proto enum value, or `None` when this build does not know the value.
-fn enum_name<E: TryFrom<i32>>(
-    value: i32,
-    full_name: fn(&E) -> &'static str,
-    prefix: &str,
-) -> Option<String> {
+fn enum_name<E: TryFrom<i32>>(value: i32, full_name: fn(&E) -> &'static str, prefix: &str) -> Option<String> {
     let known = E::try_from(value).ok()?;
     Some(short_name(full_name(&known), prefix))
 }
@@ -272,22 +265,10 @@ mod tests {
 
     #[test]
     fn enum_names_are_short_lowercase() {
-        assert_eq!(
-            message_status_name(MessageStatus::Queued as i32).as_deref(),
-            Some("queued")
-        );
-        assert_eq!(
-            password_state_name(PasswordState::NeedsAttention as i32).as_deref(),
-            Some("needs_attention")
-        );
-        assert_eq!(
-            encoding_name(Encoding::Gsm7 as i32).as_deref(),
-            Some("gsm7")
-        );
-        assert_eq!(
-            priority_name(Priority::Bulk as i32).as_deref(),
-            Some("bulk")
-        );
+        assert_eq!(message_status_name(MessageStatus::Queued as i32).as_deref(), Some("queued"));
+        assert_eq!(password_state_name(PasswordState::NeedsAttention as i32).as_deref(), Some("needs_attention"));
+        assert_eq!(encoding_name(Encoding::Gsm7 as i32).as_deref(), Some("gsm7"));
+        assert_eq!(priority_name(Priority::Bulk as i32).as_deref(), Some("bulk"));
     }
 
     #[test]
@@ -317,9 +298,7 @@ mod tests {
 
     #[test]
     fn timestamp_round_trips_through_chrono() {
-        let time = DateTime::parse_from_rfc3339("2026-12-01T09:30:00.250Z")
-            .unwrap()
-            .to_utc();
+        let time = DateTime::parse_from_rfc3339("2026-12-01T09:30:00.250Z").unwrap().to_utc();
         let timestamp = timestamp_from(time);
         assert_eq!(timestamp.seconds, DEC_1_0930);
         assert_eq!(timestamp.nanos, 250_000_000);
@@ -328,10 +307,7 @@ mod tests {
 
     #[test]
     fn negative_nanos_are_treated_as_unset() {
-        let timestamp = Timestamp {
-            seconds: 0,
-            nanos: -1,
-        };
+        let timestamp = Timestamp { seconds: 0, nanos: -1 };
         assert_eq!(time_of(Some(&timestamp)), None);
     }
 
@@ -340,10 +316,7 @@ mod tests {
         let status = Status {
             version: "0.1.0".into(),
             uptime_seconds: 3600,
-            queue_counts: vec![QueueCount {
-                status: MessageStatus::Queued as i32,
-                count: 12,
-            }],
+            queue_counts: vec![QueueCount { status: MessageStatus::Queued as i32, count: 12 }],
             warnings: vec![Warning {
                 code: "password_expiring".into(),
                 message: "The mailbox password expires in 5 days.".into(),
@@ -375,16 +348,10 @@ mod tests {
             ..Connectivity::default()
         };
         assert_eq!(connectivity_json(&connectivity)["days_until_expiry"], -2);
-        assert_eq!(
-            connectivity_json(&connectivity)["password_state"],
-            "expired"
-        );
+        assert_eq!(connectivity_json(&connectivity)["password_state"], "expired");
 
         connectivity.days_until_expiry = None;
-        assert_eq!(
-            connectivity_json(&connectivity)["days_until_expiry"],
-            Value::Null
-        );
+        assert_eq!(connectivity_json(&connectivity)["days_until_expiry"], Value::Null);
     }
 
     #[test]
@@ -407,12 +374,7 @@ mod tests {
         };
 
         let value = message_json(&message);
-        let fields: Vec<&str> = value
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let fields: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
 
         assert_eq!(fields.len(), 21, "{fields:?}");
         assert_eq!(value["status"], "sent");

@@ -21,9 +21,7 @@ pub enum CtlError {
     #[error("{0}")]
     Input(String),
 
-    #[error(
-        "cannot read the token file {path}: {reason}; pass --token-file PATH or set NHSMAIL_TOKEN"
-    )]
+    #[error("cannot read the token file {path}: {reason}; pass --token-file PATH or set NHSMAIL_TOKEN")]
     TokenFile { path: String, reason: String },
 
     #[error("the token from {origin} contains characters not allowed in a header; check {origin}")]
@@ -32,9 +30,7 @@ pub enum CtlError {
     #[error("unauthenticated: the agent rejected the token; check --token-file or NHSMAIL_TOKEN")]
     Unauthenticated(#[source] AgentMessage),
 
-    #[error(
-        "permission denied: the token's role does not allow this command; use a token with the admin role"
-    )]
+    #[error("permission denied: the token's role does not allow this command; use a token with the admin role")]
     PermissionDenied(#[source] AgentMessage),
 
     #[error("cannot reach the agent at {url}: {reason}; is nhsmail-agent running?")]
@@ -78,11 +74,7 @@ impl CtlError {
     /// Builds the error for a failed connection attempt, naming the underlying I/O failure when there is one.
     pub fn unreachable(url: &str, source: BoxError) -> CtlError {
         let reason = io_reason(source.as_ref()).unwrap_or_else(|| "connection failed".to_string());
-        CtlError::Unreachable {
-            url: url.to_string(),
-            reason,
-            source: Some(source),
-        }
+        CtlError::Unreachable { url: url.to_string(), reason, source: Some(source) }
     }
 
     /// Maps the status of a failed call to an error worded for the user.
@@ -91,71 +83,43 @@ impl CtlError {
     pub fn from_status(status: Status, url: &str, timeout_seconds: u64) -> CtlError {
         let message = status.message().to_string();
         let detail = |prefix: &str| {
-            if message.is_empty() {
-                prefix.to_string()
-            } else {
-                format!("{prefix}: {message}")
-            }
+            if message.is_empty() { prefix.to_string() } else { format!("{prefix}: {message}") }
         };
 
         match status.code() {
-            Code::InvalidArgument if message.is_empty() => {
-                CtlError::Rejected("invalid argument".into())
-            }
+            Code::InvalidArgument if message.is_empty() => CtlError::Rejected("invalid argument".into()),
             Code::InvalidArgument => CtlError::Rejected(message),
             Code::NotFound => CtlError::Rejected(detail("not found")),
             Code::AlreadyExists => CtlError::Rejected(detail("already exists")),
             Code::FailedPrecondition => CtlError::Rejected(detail("failed precondition")),
             Code::OutOfRange => CtlError::Rejected(detail("out of range")),
             Code::Aborted => CtlError::Rejected(format!("{}; try again", detail("aborted"))),
-            Code::ResourceExhausted => {
-                CtlError::Rejected(format!("{}; try again later", detail("resource exhausted")))
-            }
+            Code::ResourceExhausted => CtlError::Rejected(format!("{}; try again later", detail("resource exhausted"))),
             Code::Unimplemented => CtlError::Rejected(format!(
                 "{}; the agent does not support this command, so upgrade nhsmail-agent",
                 detail("unimplemented")
             )),
-            Code::Internal => {
-                CtlError::Rejected(format!("{}; see the agent's log", detail("internal error")))
-            }
-            Code::DataLoss => {
-                CtlError::Rejected(format!("{}; see the agent's log", detail("data loss")))
-            }
+            Code::Internal => CtlError::Rejected(format!("{}; see the agent's log", detail("internal error"))),
+            Code::DataLoss => CtlError::Rejected(format!("{}; see the agent's log", detail("data loss"))),
             Code::Unknown => CtlError::Rejected(detail("unknown error")),
             Code::Ok => CtlError::Rejected(detail("the agent returned a failure with status OK")),
             Code::Unauthenticated => CtlError::Unauthenticated(AgentMessage(message)),
             Code::PermissionDenied => CtlError::PermissionDenied(AgentMessage(message)),
-            Code::DeadlineExceeded => CtlError::TimedOut {
-                url: url.to_string(),
-                seconds: timeout_seconds,
-            },
+            Code::DeadlineExceeded => CtlError::TimedOut { url: url.to_string(), seconds: timeout_seconds },
             Code::Unavailable | Code::Cancelled => {
-                let reason =
-                    io_reason(&status).unwrap_or_else(|| detail(status_word(status.code())));
-                CtlError::Unreachable {
-                    url: url.to_string(),
-                    reason,
-                    source: Some(Box::new(status)),
-                }
+                let reason = io_reason(&status).unwrap_or_else(|| detail(status_word(status.code())));
+                CtlError::Unreachable { url: url.to_string(), reason, source: Some(Box::new(status)) }
             }
         }
     }
 }
 
 fn seconds_text(seconds: u64) -> String {
-    if seconds == 1 {
-        "1 second".to_string()
-    } else {
-        format!("{seconds} seconds")
-    }
+    if seconds == 1 { "1 second".to_string() } else { format!("{seconds} seconds") }
 }
 
 fn status_word(code: Code) -> &'static str {
-    if code == Code::Cancelled {
-        "the call was cancelled"
-    } else {
-        "unavailable"
-    }
+    if code == Code::Cancelled { "the call was cancelled" } else { "unavailable" }
 }
 
 /// Returns the kind of the first I/O error in the chain, such as "connection refused".
@@ -173,10 +137,7 @@ fn io_reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
 /// Returns the exit code for an error: the first `CtlError` in the chain decides, and anything else counts as a
 /// failure reported by the agent.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<CtlError>())
-        .map_or(exit::AGENT_ERROR, CtlError::exit_code)
+    error.chain().find_map(|cause| cause.downcast_ref::<CtlError>()).map_or(exit::AGENT_ERROR, CtlError::exit_code)
 }
 
 /// Formats an error as `error: <message>` followed by one `  caused by: <cause>` line per cause.
@@ -232,14 +193,8 @@ mod tests {
 
     #[test]
     fn invalid_argument_keeps_agent_message() {
-        let error = mapped(
-            Code::InvalidArgument,
-            "to: 01632 960000 is not a UK mobile number",
-        );
-        assert_eq!(
-            error.to_string(),
-            "to: 01632 960000 is not a UK mobile number"
-        );
+        let error = mapped(Code::InvalidArgument, "to: 01632 960000 is not a UK mobile number");
+        assert_eq!(error.to_string(), "to: 01632 960000 is not a UK mobile number");
     }
 
     #[test]
@@ -252,13 +207,8 @@ mod tests {
     fn unauthenticated_points_to_token_flag() {
         let error = anyhow::Error::new(mapped(Code::Unauthenticated, "unknown token"));
         let text = render(&error);
-        assert!(text.starts_with(
-            "error: unauthenticated: the agent rejected the token; check --token-file"
-        ));
-        assert!(
-            text.contains("\n  caused by: agent message: unknown token"),
-            "{text}"
-        );
+        assert!(text.starts_with("error: unauthenticated: the agent rejected the token; check --token-file"));
+        assert!(text.contains("\n  caused by: agent message: unknown token"), "{text}");
     }
 
     #[test]
@@ -280,16 +230,12 @@ mod tests {
 
     #[test]
     fn exit_code_found_under_context() {
-        let error =
-            anyhow::Error::new(CtlError::Input("bad".into())).context("reading the password");
+        let error = anyhow::Error::new(CtlError::Input("bad".into())).context("reading the password");
         assert_eq!(exit_code(&error), exit::USAGE);
     }
 
     #[test]
     fn unclassified_error_exits_one() {
-        assert_eq!(
-            exit_code(&anyhow::anyhow!("something else")),
-            exit::AGENT_ERROR
-        );
+        assert_eq!(exit_code(&anyhow::anyhow!("something else")), exit::AGENT_ERROR);
     }
 }

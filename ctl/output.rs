@@ -12,16 +12,11 @@ use crate::cli::OutputFormat;
 use crate::convert::time_of;
 
 /// Prints a result on stdout in the chosen format. The table is built only when it is printed.
-pub fn print_result(
-    format: OutputFormat,
-    json: impl FnOnce() -> Value,
-    table: impl FnOnce() -> String,
-) {
+pub fn print_result(format: OutputFormat, json: impl FnOnce() -> Value, table: impl FnOnce() -> String) {
     match format {
         OutputFormat::Json => {
             // serde_json fails only on a map with non-string keys or a failing `Serialize`, and a `Value` has neither.
-            let text =
-                serde_json::to_string_pretty(&json()).expect("a JSON value always serialises");
+            let text = serde_json::to_string_pretty(&json()).expect("a JSON value always serialises");
             println!("{text}");
         }
         OutputFormat::Table => print!("{}", table()),
@@ -48,19 +43,13 @@ impl Details {
 
     /// Adds a row. Control characters other than line breaks are replaced in the value.
     pub fn row(&mut self, label: &str, value: impl AsRef<str>) -> &mut Details {
-        self.rows
-            .push((label.to_string(), clean_text(value.as_ref())));
+        self.rows.push((label.to_string(), clean_text(value.as_ref())));
         self
     }
 
     /// Renders the rows. A value of several lines continues under its first line.
     pub fn render(&self) -> String {
-        let width = self
-            .rows
-            .iter()
-            .map(|(label, _)| label.chars().count())
-            .max()
-            .unwrap_or(0);
+        let width = self.rows.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0);
         let mut text = String::new();
 
         for (label, value) in &self.rows {
@@ -83,16 +72,12 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: Vec<&'static str>) -> Table {
-        Table {
-            headers,
-            rows: Vec::new(),
-        }
+        Table { headers, rows: Vec::new() }
     }
 
     /// Adds a row. Cells are made single-line and free of control characters.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows
-            .push(cells.iter().map(|cell| clean_line(cell)).collect());
+        self.rows.push(cells.iter().map(|cell| clean_line(cell)).collect());
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,11 +85,7 @@ impl Table {
     }
 
     pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self
-            .headers
-            .iter()
-            .map(|header| header.chars().count())
-            .collect();
+        let mut widths: Vec<usize> = self.headers.iter().map(|header| header.chars().count()).collect();
         for row in &self.rows {
             for (width, cell) in widths.iter_mut().zip(row) {
                 *width = (*width).max(cell.chars().count());
@@ -112,11 +93,7 @@ impl Table {
         }
 
         let mut text = String::new();
-        let headers: Vec<String> = self
-            .headers
-            .iter()
-            .map(|header| header.to_string())
-            .collect();
+        let headers: Vec<String> = self.headers.iter().map(|header| header.to_string()).collect();
         for row in std::iter::once(&headers).chain(&self.rows) {
             let mut line = String::new();
             for (cell, width) in row.iter().zip(&widths) {
@@ -141,9 +118,7 @@ pub fn time_in_zone<Z: TimeZone>(time: DateTime<Utc>, zone: &Z) -> String
 where
     Z::Offset: std::fmt::Display,
 {
-    time.with_timezone(zone)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+    time.with_timezone(zone).format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// Formats seconds as days, hours, minutes and seconds, leaving out leading zero units: "2d 3h 4m 5s".
@@ -203,11 +178,7 @@ pub fn truncate(text: &str, max_chars: usize) -> String {
 
 /// Returns `text`, or "-" when it is empty.
 pub fn or_dash(text: &str) -> String {
-    if text.is_empty() {
-        "-".to_string()
-    } else {
-        text.to_string()
-    }
+    if text.is_empty() { "-".to_string() } else { text.to_string() }
 }
 
 #[cfg(test)]
@@ -222,10 +193,7 @@ mod tests {
         table.row(vec!["a".into(), "queued".into()]);
         table.row(vec!["abcdef".into(), "sent".into()]);
 
-        assert_eq!(
-            table.render(),
-            "ID      STATUS\na       queued\nabcdef  sent\n"
-        );
+        assert_eq!(table.render(), "ID      STATUS\na       queued\nabcdef  sent\n");
     }
 
     #[test]
@@ -238,10 +206,7 @@ mod tests {
 
     #[test]
     fn details_values_are_aligned() {
-        let text = Details::new()
-            .row("Version", "0.1.0")
-            .row("Uptime", "5s")
-            .render();
+        let text = Details::new().row("Version", "0.1.0").row("Uptime", "5s").render();
         assert_eq!(text, "Version  0.1.0\nUptime   5s\n");
     }
 
@@ -261,23 +226,15 @@ mod tests {
 
     #[test]
     fn time_shown_in_given_zone() {
-        let time = DateTime::parse_from_rfc3339("2026-07-01T09:30:00Z")
-            .unwrap()
-            .to_utc();
+        let time = DateTime::parse_from_rfc3339("2026-07-01T09:30:00Z").unwrap().to_utc();
         let british_summer_time = FixedOffset::east_opt(3600).unwrap();
-        assert_eq!(
-            time_in_zone(time, &british_summer_time),
-            "2026-07-01 10:30:00"
-        );
+        assert_eq!(time_in_zone(time, &british_summer_time), "2026-07-01 10:30:00");
     }
 
     #[test]
     fn sending_state_includes_reason() {
         assert_eq!(sending_state(false, "ignored"), "running");
-        assert_eq!(
-            sending_state(true, "password rejected"),
-            "paused: password rejected"
-        );
+        assert_eq!(sending_state(true, "password rejected"), "paused: password rejected");
     }
 
     #[test]

@@ -28,9 +28,7 @@ impl fmt::Debug for BearerToken {
 
 impl Interceptor for BearerToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.header.clone());
+        request.metadata_mut().insert("authorization", self.header.clone());
         Ok(request)
     }
 }
@@ -41,16 +39,11 @@ impl BearerToken {
     fn parse(raw: &str, origin: &str) -> Result<BearerToken, CtlError> {
         let token = raw.trim();
         if token.is_empty() {
-            return Err(CtlError::TokenFile {
-                path: origin.to_string(),
-                reason: "it is empty".to_string(),
-            });
+            return Err(CtlError::TokenFile { path: origin.to_string(), reason: "it is empty".to_string() });
         }
 
         let mut header: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| CtlError::TokenInvalid {
-                origin: origin.to_string(),
-            })?;
+            .map_err(|_| CtlError::TokenInvalid { origin: origin.to_string() })?;
         header.set_sensitive(true);
         Ok(BearerToken { header })
     }
@@ -74,10 +67,8 @@ pub fn load(
 
 fn read_file(path: &Path) -> Result<BearerToken, CtlError> {
     let path_text = path.display().to_string();
-    let contents = std::fs::read_to_string(path).map_err(|err| CtlError::TokenFile {
-        path: path_text.clone(),
-        reason: read_failure(&err),
-    })?;
+    let contents = std::fs::read_to_string(path)
+        .map_err(|err| CtlError::TokenFile { path: path_text.clone(), reason: read_failure(&err) })?;
     BearerToken::parse(&contents, &path_text)
 }
 
@@ -159,18 +150,14 @@ mod tests {
         let path = dir.path().join("admin.token");
         std::fs::write(&path, "\n").unwrap();
 
-        let message = load(Some(&path), None, unused_default)
-            .unwrap_err()
-            .to_string();
+        let message = load(Some(&path), None, unused_default).unwrap_err().to_string();
 
         assert!(message.contains("it is empty"), "{message}");
     }
 
     #[test]
     fn invalid_token_error_hides_token() {
-        let message = load(None, Some("secret\u{7}token".into()), unused_default)
-            .unwrap_err()
-            .to_string();
+        let message = load(None, Some("secret\u{7}token".into()), unused_default).unwrap_err().to_string();
         assert!(message.contains(TOKEN_ENV), "{message}");
         assert!(!message.contains("secret"), "{message}");
     }

@@ -59,37 +59,22 @@ pub struct ImapClient;
 
 impl ImapClient {
     /// Connects, secures the connection as configured and logs in with LOGIN.
-    pub async fn connect(
-        settings: &ImapSettings,
-        credentials: &Credentials,
-    ) -> Result<ImapSession, ImapError> {
+    pub async fn connect(settings: &ImapSettings, credentials: &Credentials) -> Result<ImapSession, ImapError> {
         settings.endpoint.validate()?;
         if settings.timeout.is_zero() {
-            return Err(ConfigError::InvalidSetting {
-                name: "imap timeout",
-                reason: "must be greater than zero",
-            }
-            .into());
+            return Err(
+                ConfigError::InvalidSetting { name: "imap timeout", reason: "must be greater than zero" }.into()
+            );
         }
-        let context = Context {
-            server: settings.endpoint.to_string(),
-            timeout: settings.timeout,
-        };
+        let context = Context { server: settings.endpoint.to_string(), timeout: settings.timeout };
 
         let client = open(settings, &context).await?;
         let session = login(client, credentials, &context).await?;
-        Ok(ImapSession {
-            session,
-            context,
-            broken: false,
-        })
+        Ok(ImapSession { session, context, broken: false })
     }
 
     /// Connects, logs in and logs out: checks that the credentials work.
-    pub async fn verify_login(
-        settings: &ImapSettings,
-        credentials: &Credentials,
-    ) -> Result<(), ImapError> {
+    pub async fn verify_login(settings: &ImapSettings, credentials: &Credentials) -> Result<(), ImapError> {
         Self::connect(settings, credentials).await?.logout().await
     }
 }
@@ -116,42 +101,26 @@ impl ImapSession {
     /// Selects `mailbox` read-write and returns its UIDVALIDITY, UIDNEXT and message count.
     pub async fn select(&mut self, mailbox: &str) -> Result<MailboxStatus, ImapError> {
         self.check_usable()?;
-        let result = self
-            .context
-            .run("SELECT", self.session.select(mailbox))
-            .await;
+        let result = self.context.run("SELECT", self.session.select(mailbox)).await;
         let selected = self.track(result)?;
 
-        let uidvalidity = selected
-            .uid_validity
-            .ok_or_else(|| ImapError::MissingUidValidity {
-                server: self.context.server.clone(),
-                mailbox: mailbox.to_owned(),
-            })?;
-        Ok(MailboxStatus {
-            uidvalidity,
-            uidnext: selected.uid_next,
-            exists: selected.exists,
-        })
+        let uidvalidity = selected.uid_validity.ok_or_else(|| ImapError::MissingUidValidity {
+            server: self.context.server.clone(),
+            mailbox: mailbox.to_owned(),
+        })?;
+        Ok(MailboxStatus { uidvalidity, uidnext: selected.uid_next, exists: selected.exists })
     }
 
     /// Fetches up to `limit` messages with a UID above `last_uid`, in UID order, without setting
     /// `\Seen`.
-    pub async fn fetch_since(
-        &mut self,
-        last_uid: u32,
-        limit: usize,
-    ) -> Result<Vec<FetchedMail>, ImapError> {
+    pub async fn fetch_since(&mut self, last_uid: u32, limit: usize) -> Result<Vec<FetchedMail>, ImapError> {
         self.check_usable()?;
         if limit == 0 || last_uid == u32::MAX {
             return Ok(Vec::new());
         }
 
         let query = format!("UID {}:*", last_uid + 1);
-        let result = self
-            .context
-            .run("UID SEARCH", self.session.uid_search(&query))
-            .await;
+        let result = self.context.run("UID SEARCH", self.session.uid_search(&query)).await;
         let found = self.track(result)?;
         let uids = select_new_uids(found, last_uid, limit);
         if uids.is_empty() {
@@ -172,11 +141,7 @@ impl ImapSession {
         let wanted: HashSet<u32> = uids.iter().copied().collect();
         let mut responses = self
             .context
-            .run(
-                "UID FETCH",
-                self.session
-                    .uid_fetch(uid_set(uids), "(UID INTERNALDATE BODY.PEEK[])"),
-            )
+            .run("UID FETCH", self.session.uid_fetch(uid_set(uids), "(UID INTERNALDATE BODY.PEEK[])"))
             .await?;
 
         let mut mails = Vec::with_capacity(uids.len());
@@ -212,9 +177,7 @@ impl ImapSession {
 
     fn check_usable(&self) -> Result<(), ImapError> {
         if self.broken {
-            return Err(ImapError::SessionBroken {
-                server: self.context.server.clone(),
-            });
+            return Err(ImapError::SessionBroken { server: self.context.server.clone() });
         }
         Ok(())
     }
@@ -253,27 +216,16 @@ impl Context {
     }
 
     fn command_error(&self, command: &'static str, source: async_imap::error::Error) -> ImapError {
-        ImapError::Command {
-            server: self.server.clone(),
-            command,
-            source,
-        }
+        ImapError::Command { server: self.server.clone(), command, source }
     }
 
     fn timed_out(&self, command: &'static str) -> ImapError {
-        ImapError::Timeout {
-            server: self.server.clone(),
-            command,
-            after: self.timeout,
-        }
+        ImapError::Timeout { server: self.server.clone(), command, after: self.timeout }
     }
 }
 
 /// Connects and secures the connection, leaving the client ready for LOGIN.
-async fn open(
-    settings: &ImapSettings,
-    context: &Context,
-) -> Result<async_imap::Client<ImapStream>, ImapError> {
+async fn open(settings: &ImapSettings, context: &Context) -> Result<async_imap::Client<ImapStream>, ImapError> {
     let endpoint = &settings.endpoint;
     let tcp = connect_tcp(endpoint, context).await?;
 
@@ -286,8 +238,7 @@ async fn open(
         Security::Tls => {
             let config = tls::client_config(&settings.tls)?;
             let name = tls::server_name(&endpoint.host)?;
-            let stream =
-                stream::handshake(tcp, config, name, &context.server, context.timeout).await?;
+            let stream = stream::handshake(tcp, config, name, &context.server, context.timeout).await?;
             let mut client = async_imap::Client::new(stream);
             read_greeting(&mut client, context).await?;
             Ok(client)
@@ -296,8 +247,7 @@ async fn open(
             let config = tls::client_config(&settings.tls)?;
             let name = tls::server_name(&endpoint.host)?;
             let tcp = stream::starttls(tcp, &context.server, context.timeout).await?;
-            let stream =
-                stream::handshake(tcp, config, name, &context.server, context.timeout).await?;
+            let stream = stream::handshake(tcp, config, name, &context.server, context.timeout).await?;
             Ok(async_imap::Client::new(stream))
         }
     }
@@ -307,20 +257,14 @@ async fn connect_tcp(endpoint: &Endpoint, context: &Context) -> Result<TcpStream
     let connect = TcpStream::connect((endpoint.host.as_str(), endpoint.port));
     match tokio::time::timeout(context.timeout, connect).await {
         Ok(Ok(tcp)) => Ok(tcp),
-        Ok(Err(source)) => Err(ImapError::Connect {
-            server: context.server.clone(),
-            source,
-        }),
+        Ok(Err(source)) => Err(ImapError::Connect { server: context.server.clone(), source }),
         Err(_elapsed) => Err(context.timed_out("connect")),
     }
 }
 
 /// Reads the server's greeting; anything but `* OK` (for example `* BYE` or `* PREAUTH`) ends
 /// the attempt.
-async fn read_greeting(
-    client: &mut async_imap::Client<ImapStream>,
-    context: &Context,
-) -> Result<(), ImapError> {
+async fn read_greeting(client: &mut async_imap::Client<ImapStream>, context: &Context) -> Result<(), ImapError> {
     let greeting = match tokio::time::timeout(context.timeout, client.read_response()).await {
         Ok(Ok(Some(greeting))) => greeting,
         Ok(Ok(None)) => {
@@ -333,13 +277,8 @@ async fn read_greeting(
     };
 
     match greeting.parsed() {
-        Response::Data {
-            status: Status::Ok, ..
-        } => Ok(()),
-        other => Err(ImapError::Greeting {
-            server: context.server.clone(),
-            greeting: format!("{other:?}"),
-        }),
+        Response::Data { status: Status::Ok, .. } => Ok(()),
+        other => Err(ImapError::Greeting { server: context.server.clone(), greeting: format!("{other:?}") }),
     }
 }
 
@@ -366,23 +305,14 @@ async fn login(
     let server = context.server.clone();
     Err(match error {
         Error::No(response) if response.to_ascii_uppercase().contains("[UNAVAILABLE]") => {
-            ImapError::LoginUnavailable {
-                server,
-                username,
-                response,
-            }
+            ImapError::LoginUnavailable { server, username, response }
         }
-        Error::No(response) => ImapError::LoginRejected {
-            server,
-            username,
-            response,
-        },
+        Error::No(response) => ImapError::LoginRejected { server, username, response },
         // async-imap refuses to quote CR or LF; no server could ever accept such a password.
         Error::Validate(_) => ImapError::LoginRejected {
             server,
             username,
-            response: "the username or password contains a line break, which LOGIN cannot send"
-                .to_owned(),
+            response: "the username or password contains a line break, which LOGIN cannot send".to_owned(),
         },
         other => context.command_error("LOGIN", other),
     })

@@ -35,9 +35,7 @@ impl FromStr for Security {
             "starttls" => Ok(Self::StartTls),
             "tls" => Ok(Self::Tls),
             "plain" => Ok(Self::Plain),
-            _ => Err(ConfigError::InvalidSecurity {
-                value: value.to_owned(),
-            }),
+            _ => Err(ConfigError::InvalidSecurity { value: value.to_owned() }),
         }
     }
 }
@@ -67,9 +65,7 @@ impl Endpoint {
             return Err(ConfigError::MissingHost);
         }
         if self.security == Security::Plain && !is_loopback_host(&self.host) {
-            return Err(ConfigError::PlainNotLoopback {
-                host: self.host.clone(),
-            });
+            return Err(ConfigError::PlainNotLoopback { host: self.host.clone() });
         }
         Ok(())
     }
@@ -118,10 +114,7 @@ pub enum ConfigError {
     InvalidServerName { host: String },
 
     #[error("cannot read extra ca file {}: {source}", path.display())]
-    CaFileUnreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CaFileUnreadable { path: PathBuf, source: std::io::Error },
 
     #[error("invalid pem in extra ca file {}: {reason}", path.display())]
     CaFileInvalid { path: PathBuf, reason: String },
@@ -136,10 +129,7 @@ pub enum ConfigError {
     InvalidAuthMechanism { value: String },
 
     #[error("invalid {name}: {reason}")]
-    InvalidSetting {
-        name: &'static str,
-        reason: &'static str,
-    },
+    InvalidSetting { name: &'static str, reason: &'static str },
 }
 
 /// Returns whether `host` is `localhost` or a loopback address (`127.0.0.0/8`, `::1`).
@@ -150,15 +140,10 @@ pub fn is_loopback_host(host: &str) -> bool {
         return true;
     }
 
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-        .unwrap_or(host);
+    let bare = host.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).unwrap_or(host);
     match bare.parse::<IpAddr>() {
         Ok(IpAddr::V4(address)) => address.is_loopback(),
-        Ok(IpAddr::V6(address)) => {
-            address.is_loopback() || address.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
+        Ok(IpAddr::V6(address)) => address.is_loopback() || address.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
         Err(_) => false,
     }
 }
@@ -168,41 +153,23 @@ mod tests {
     use super::*;
 
     fn endpoint(host: &str, security: Security) -> Endpoint {
-        Endpoint {
-            host: host.to_owned(),
-            port: 2525,
-            security,
-        }
+        Endpoint { host: host.to_owned(), port: 2525, security }
     }
 
     #[test]
     fn loopback_hosts_are_recognised() {
-        for host in [
-            "127.0.0.1",
-            "127.1.2.3",
-            "::1",
-            "[::1]",
-            "::ffff:127.0.0.1",
-            "localhost",
-            "LocalHost",
-            "localhost.",
-        ] {
+        for host in
+            ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "::ffff:127.0.0.1", "localhost", "LocalHost", "localhost."]
+        {
             assert!(is_loopback_host(host), "{host}");
         }
     }
 
     #[test]
     fn remote_hosts_are_not_loopback() {
-        for host in [
-            "128.0.0.1",
-            "10.0.0.1",
-            "0.0.0.0",
-            "::",
-            "send.nhs.net",
-            "localhost.example.org",
-            "mylocalhost",
-            "",
-        ] {
+        for host in
+            ["128.0.0.1", "10.0.0.1", "0.0.0.0", "::", "send.nhs.net", "localhost.example.org", "mylocalhost", ""]
+        {
             assert!(!is_loopback_host(host), "{host}");
         }
     }
@@ -214,9 +181,7 @@ mod tests {
 
     #[test]
     fn plain_rejected_for_remote_host() {
-        let error = endpoint("smtp.example.org", Security::Plain)
-            .validate()
-            .unwrap_err();
+        let error = endpoint("smtp.example.org", Security::Plain).validate().unwrap_err();
 
         assert!(matches!(error, ConfigError::PlainNotLoopback { .. }));
         assert!(error.to_string().contains("smtp.example.org"), "{error}");
@@ -224,16 +189,8 @@ mod tests {
 
     #[test]
     fn tls_allowed_for_remote_host() {
-        assert!(
-            endpoint("smtp.example.org", Security::Tls)
-                .validate()
-                .is_ok()
-        );
-        assert!(
-            endpoint("smtp.example.org", Security::StartTls)
-                .validate()
-                .is_ok()
-        );
+        assert!(endpoint("smtp.example.org", Security::Tls).validate().is_ok());
+        assert!(endpoint("smtp.example.org", Security::StartTls).validate().is_ok());
     }
 
     #[test]

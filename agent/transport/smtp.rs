@@ -19,12 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use lettre::transport::smtp::authentication::{
-    Credentials as LettreCredentials, Mechanism as LettreMechanism,
-};
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
-};
+use lettre::transport::smtp::authentication::{Credentials as LettreCredentials, Mechanism as LettreMechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Quit, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
@@ -60,9 +56,7 @@ impl FromStr for Mechanism {
         match value.to_ascii_lowercase().as_str() {
             "plain" => Ok(Self::Plain),
             "login" => Ok(Self::Login),
-            _ => Err(ConfigError::InvalidAuthMechanism {
-                value: value.to_owned(),
-            }),
+            _ => Err(ConfigError::InvalidAuthMechanism { value: value.to_owned() }),
         }
     }
 }
@@ -172,9 +166,7 @@ impl SmtpClient {
             idle: Mutex::new(Vec::new()),
             credentials_rejected: AtomicBool::new(false),
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// Sends one email and returns its Message-ID and the server's reply.
@@ -183,11 +175,7 @@ impl SmtpClient {
     /// right before the message data is written, so the caller can store the ID durably first.
     /// If it fails, the connection is dropped without the final `.`, so the server discards the
     /// message, and the error is [`SmtpError::BeforeData`] (transient).
-    pub async fn send<F, Fut, E>(
-        &self,
-        email: &OutboundEmail,
-        before_data: F,
-    ) -> Result<SentEmail, SmtpError>
+    pub async fn send<F, Fut, E>(&self, email: &OutboundEmail, before_data: F) -> Result<SentEmail, SmtpError>
     where
         F: FnOnce(String) -> Fut,
         Fut: Future<Output = Result<(), E>>,
@@ -196,17 +184,11 @@ impl SmtpClient {
         self.check_credentials_usable()?;
         let built = message::build(email)?;
 
-        let mut connection = self
-            .checkout()
-            .await
-            .inspect_err(|error| self.observe(error))?;
+        let mut connection = self.checkout().await.inspect_err(|error| self.observe(error))?;
         match self.transmit(&mut connection, &built, before_data).await {
             Ok(response) => {
                 self.checkin(connection);
-                Ok(SentEmail {
-                    message_id: built.message_id,
-                    response: format_response(&response),
-                })
+                Ok(SentEmail { message_id: built.message_id, response: format_response(&response) })
             }
             Err(error) => {
                 self.observe(&error);
@@ -258,13 +240,9 @@ impl SmtpClient {
             return Err(self.unexpected(Phase::Data, &reply));
         }
 
-        before_data(built.message_id.clone())
-            .await
-            .map_err(|error| SmtpError::BeforeData(error.into()))?;
+        before_data(built.message_id.clone()).await.map_err(|error| SmtpError::BeforeData(error.into()))?;
 
-        let reply = self
-            .step(Phase::Message, connection.message(&built.bytes))
-            .await?;
+        let reply = self.step(Phase::Message, connection.message(&built.bytes)).await?;
         self.expect_completion(Phase::Message, &reply)?;
         Ok(reply)
     }
@@ -275,12 +253,9 @@ impl SmtpClient {
     /// is replaced before any part of the message is sent.
     async fn checkout(&self) -> Result<AsyncSmtpConnection, SmtpError> {
         while let Some(mut idle) = self.take_idle() {
-            let alive = tokio::time::timeout(
-                self.inner.settings.timeout,
-                idle.connection.test_connected(),
-            )
-            .await
-            .unwrap_or(false);
+            let alive = tokio::time::timeout(self.inner.settings.timeout, idle.connection.test_connected())
+                .await
+                .unwrap_or(false);
             if alive {
                 return Ok(idle.connection);
             }
@@ -300,10 +275,7 @@ impl SmtpClient {
     fn checkin(&self, connection: AsyncSmtpConnection) {
         let mut idle = self.lock_idle();
         if idle.len() < self.inner.settings.pool_size {
-            idle.push(IdleConnection {
-                connection,
-                since: Instant::now(),
-            });
+            idle.push(IdleConnection { connection, since: Instant::now() });
         }
     }
 
@@ -312,17 +284,13 @@ impl SmtpClient {
     async fn recover(&self, mut connection: AsyncSmtpConnection, error: &SmtpError) {
         let in_step = matches!(
             error,
-            SmtpError::Rejected {
-                phase: Phase::Mail | Phase::Rcpt | Phase::Data | Phase::Message,
-                ..
-            }
+            SmtpError::Rejected { phase: Phase::Mail | Phase::Rcpt | Phase::Data | Phase::Message, .. }
         );
         if !in_step {
             return;
         }
 
-        let reset =
-            tokio::time::timeout(self.inner.settings.timeout, connection.command(Rset)).await;
+        let reset = tokio::time::timeout(self.inner.settings.timeout, connection.command(Rset)).await;
         if matches!(reset, Ok(Ok(_))) {
             self.checkin(connection);
         }
@@ -349,15 +317,9 @@ impl SmtpClient {
         if endpoint.security == Security::StartTls {
             if !connection.can_starttls() {
                 self.quit(&mut connection).await;
-                return Err(SmtpError::StartTlsUnavailable {
-                    server: self.inner.server.clone(),
-                });
+                return Err(SmtpError::StartTlsUnavailable { server: self.inner.server.clone() });
             }
-            let parameters = self
-                .inner
-                .tls
-                .clone()
-                .expect("tls parameters exist for starttls");
+            let parameters = self.inner.tls.clone().expect("tls parameters exist for starttls");
             let upgrade = connection.starttls(parameters, &self.inner.hello);
             self.step(Phase::StartTls, upgrade).await?;
         }
@@ -367,16 +329,9 @@ impl SmtpClient {
     }
 
     async fn authenticate(&self, connection: &mut AsyncSmtpConnection) -> Result<(), SmtpError> {
-        let mechanisms: Vec<LettreMechanism> = self
-            .inner
-            .settings
-            .mechanisms
-            .iter()
-            .map(|mechanism| mechanism.to_lettre())
-            .collect();
-        let offered = mechanisms
-            .iter()
-            .any(|mechanism| connection.server_info().supports_auth_mechanism(*mechanism));
+        let mechanisms: Vec<LettreMechanism> =
+            self.inner.settings.mechanisms.iter().map(|mechanism| mechanism.to_lettre()).collect();
+        let offered = mechanisms.iter().any(|mechanism| connection.server_info().supports_auth_mechanism(*mechanism));
         if !offered {
             self.quit(connection).await;
             return Err(SmtpError::AuthUnavailable {
@@ -389,8 +344,7 @@ impl SmtpClient {
             self.inner.credentials.username.clone(),
             self.inner.credentials.password.expose().to_owned(),
         );
-        self.step(Phase::Auth, connection.auth(&mechanisms, &credentials))
-            .await?;
+        self.step(Phase::Auth, connection.auth(&mechanisms, &credentials)).await?;
         Ok(())
     }
 
@@ -404,31 +358,20 @@ impl SmtpClient {
         match tokio::time::timeout(timeout, future).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(SmtpError::from_lettre(&self.inner.server, phase, error)),
-            Err(_elapsed) => Err(SmtpError::Timeout {
-                server: self.inner.server.clone(),
-                phase,
-                after: timeout,
-            }),
+            Err(_elapsed) => Err(SmtpError::Timeout { server: self.inner.server.clone(), phase, after: timeout }),
         }
     }
 
     /// Requires a 2xx reply; lettre also lets 3xx through as positive.
     fn expect_completion(&self, phase: Phase, reply: &Response) -> Result<(), SmtpError> {
-        if u16::from(reply.code()) / 100 == 2 {
-            Ok(())
-        } else {
-            Err(self.unexpected(phase, reply))
-        }
+        if u16::from(reply.code()) / 100 == 2 { Ok(()) } else { Err(self.unexpected(phase, reply)) }
     }
 
     fn unexpected(&self, phase: Phase, reply: &Response) -> SmtpError {
         SmtpError::UnexpectedReply {
             server: self.inner.server.clone(),
             phase,
-            reply: Reply {
-                code: reply.code().into(),
-                text: reply.message().collect::<Vec<_>>().join(" "),
-            },
+            reply: Reply { code: reply.code().into(), text: reply.message().collect::<Vec<_>>().join(" ") },
         }
     }
 
@@ -438,9 +381,7 @@ impl SmtpClient {
 
     fn check_credentials_usable(&self) -> Result<(), SmtpError> {
         if self.inner.credentials_rejected.load(Ordering::SeqCst) {
-            return Err(SmtpError::CredentialsRejected {
-                username: self.inner.credentials.username.clone(),
-            });
+            return Err(SmtpError::CredentialsRejected { username: self.inner.credentials.username.clone() });
         }
         Ok(())
     }
@@ -448,37 +389,23 @@ impl SmtpClient {
     /// Remembers an authentication failure, so these credentials are not tried again.
     fn observe(&self, error: &SmtpError) {
         if error.kind() == SmtpErrorKind::Auth {
-            self.inner
-                .credentials_rejected
-                .store(true, Ordering::SeqCst);
+            self.inner.credentials_rejected.store(true, Ordering::SeqCst);
             // Idle connections were authenticated with the same credentials.
             self.lock_idle().clear();
         }
     }
 
     fn configured_mechanisms(&self) -> String {
-        let names: Vec<String> = self
-            .inner
-            .settings
-            .mechanisms
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let names: Vec<String> = self.inner.settings.mechanisms.iter().map(ToString::to_string).collect();
         names.join(", ")
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleConnection>> {
-        self.inner
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn validate_settings(
-    settings: &SmtpSettings,
-    credentials: &Credentials,
-) -> Result<(), ConfigError> {
+fn validate_settings(settings: &SmtpSettings, credentials: &Credentials) -> Result<(), ConfigError> {
     if !is_valid_hello_name(&settings.hello_name) {
         return Err(ConfigError::InvalidSetting {
             name: "smtp hello name",
@@ -486,10 +413,7 @@ fn validate_settings(
         });
     }
     if settings.timeout.is_zero() {
-        return Err(ConfigError::InvalidSetting {
-            name: "smtp timeout",
-            reason: "must be greater than zero",
-        });
+        return Err(ConfigError::InvalidSetting { name: "smtp timeout", reason: "must be greater than zero" });
     }
     if settings.mechanisms.is_empty() {
         return Err(ConfigError::InvalidSetting {
@@ -498,10 +422,7 @@ fn validate_settings(
         });
     }
     if credentials.username.trim().is_empty() {
-        return Err(ConfigError::InvalidSetting {
-            name: "smtp username",
-            reason: "must not be empty",
-        });
+        return Err(ConfigError::InvalidSetting { name: "smtp username", reason: "must not be empty" });
     }
     Ok(())
 }
@@ -511,9 +432,7 @@ fn validate_settings(
 fn is_valid_hello_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':'))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':'))
 }
 
 /// Builds lettre's TLS parameters from the agent's trusted roots, replacing lettre's own choice.
@@ -521,28 +440,17 @@ fn tls_parameters(settings: &SmtpSettings) -> Result<TlsParameters, ConfigError>
     let host = &settings.endpoint.host;
     tls::server_name(host)?;
 
-    let mut builder =
-        TlsParameters::builder(host.clone()).certificate_store(CertificateStore::None);
+    let mut builder = TlsParameters::builder(host.clone()).certificate_store(CertificateStore::None);
     for root in tls::root_certificates(&settings.tls)? {
-        let certificate =
-            Certificate::from_der(root.to_vec()).map_err(|error| ConfigError::TlsSetup {
-                reason: error.to_string(),
-            })?;
+        let certificate = Certificate::from_der(root.to_vec())
+            .map_err(|error| ConfigError::TlsSetup { reason: error.to_string() })?;
         builder = builder.add_root_certificate(certificate);
     }
-    builder
-        .build_rustls()
-        .map_err(|error| ConfigError::TlsSetup {
-            reason: error.to_string(),
-        })
+    builder.build_rustls().map_err(|error| ConfigError::TlsSetup { reason: error.to_string() })
 }
 
 fn format_response(response: &Response) -> String {
     let code = u16::from(response.code());
     let text = response.message().collect::<Vec<_>>().join(" ");
-    if text.is_empty() {
-        code.to_string()
-    } else {
-        format!("{code} {text}")
-    }
+    if text.is_empty() { code.to_string() } else { format!("{code} {text}") }
 }

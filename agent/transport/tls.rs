@@ -20,9 +20,7 @@ pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 ///
 /// Every returned certificate is accepted by `RootCertStore::add`; unusable system certificates
 /// are skipped, but an unusable certificate in the extra file is an error.
-pub(crate) fn root_certificates(
-    settings: &TlsSettings,
-) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub(crate) fn root_certificates(settings: &TlsSettings) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let mut roots = native_roots().to_vec();
     if let Some(path) = &settings.extra_ca_file {
         roots.extend(read_ca_file(path)?);
@@ -47,9 +45,7 @@ pub(crate) fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>,
 
 /// Converts a host name or IP address into the name the server's certificate must match.
 pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, ConfigError> {
-    ServerName::try_from(host.to_owned()).map_err(|_| ConfigError::InvalidServerName {
-        host: host.to_owned(),
-    })
+    ServerName::try_from(host.to_owned()).map_err(|_| ConfigError::InvalidServerName { host: host.to_owned() })
 }
 
 /// Returns the system's root certificates, loaded once per process because loading parses the
@@ -59,53 +55,33 @@ fn native_roots() -> &'static [CertificateDer<'static>] {
     ROOTS.get_or_init(|| {
         let loaded = rustls_native_certs::load_native_certs();
         if !loaded.errors.is_empty() {
-            tracing::warn!(
-                errors = loaded.errors.len(),
-                "some system root certificates could not be loaded"
-            );
+            tracing::warn!(errors = loaded.errors.len(), "some system root certificates could not be loaded");
         }
 
         let mut scratch = RootCertStore::empty();
-        loaded
-            .certs
-            .into_iter()
-            .filter(|certificate| scratch.add(certificate.clone()).is_ok())
-            .collect()
+        loaded.certs.into_iter().filter(|certificate| scratch.add(certificate.clone()).is_ok()).collect()
     })
 }
 
 fn tls_setup(error: rustls::Error) -> ConfigError {
-    ConfigError::TlsSetup {
-        reason: error.to_string(),
-    }
+    ConfigError::TlsSetup { reason: error.to_string() }
 }
 
 fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let pem = std::fs::read(path).map_err(|source| ConfigError::CaFileUnreadable {
-        path: path.to_owned(),
-        source,
-    })?;
+    let pem = std::fs::read(path).map_err(|source| ConfigError::CaFileUnreadable { path: path.to_owned(), source })?;
 
     let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| ConfigError::CaFileInvalid {
-            path: path.to_owned(),
-            reason: error.to_string(),
-        })?;
+        .map_err(|error| ConfigError::CaFileInvalid { path: path.to_owned(), reason: error.to_string() })?;
     if certificates.is_empty() {
-        return Err(ConfigError::CaFileEmpty {
-            path: path.to_owned(),
-        });
+        return Err(ConfigError::CaFileEmpty { path: path.to_owned() });
     }
 
     let mut scratch = RootCertStore::empty();
     for certificate in &certificates {
         scratch
             .add(certificate.clone())
-            .map_err(|error| ConfigError::CaFileInvalid {
-                path: path.to_owned(),
-                reason: error.to_string(),
-            })?;
+            .map_err(|error| ConfigError::CaFileInvalid { path: path.to_owned(), reason: error.to_string() })?;
     }
     Ok(certificates)
 }
@@ -141,8 +117,7 @@ pub(crate) mod test_certificates {
         let chain = CertificateDer::pem_slice_iter(SERVER_CERT_PEM.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .expect("test certificate parses");
-        let key =
-            PrivateKeyDer::from_pem_slice(SERVER_KEY_PEM.as_bytes()).expect("test key parses");
+        let key = PrivateKeyDer::from_pem_slice(SERVER_KEY_PEM.as_bytes()).expect("test key parses");
         let config = ServerConfig::builder_with_provider(super::crypto_provider())
             .with_safe_default_protocol_versions()
             .expect("ring supports the default versions")
@@ -160,9 +135,7 @@ mod tests {
     use super::*;
 
     fn settings_with(file: &tempfile::NamedTempFile) -> TlsSettings {
-        TlsSettings {
-            extra_ca_file: Some(file.path().to_owned()),
-        }
+        TlsSettings { extra_ca_file: Some(file.path().to_owned()) }
     }
 
     fn temp_file(contents: &str) -> tempfile::NamedTempFile {
@@ -183,19 +156,12 @@ mod tests {
 
     #[test]
     fn missing_ca_file_names_path() {
-        let settings = TlsSettings {
-            extra_ca_file: Some("/nonexistent/nhsmail-test-ca.pem".into()),
-        };
+        let settings = TlsSettings { extra_ca_file: Some("/nonexistent/nhsmail-test-ca.pem".into()) };
 
         let error = root_certificates(&settings).unwrap_err();
 
         assert!(matches!(error, ConfigError::CaFileUnreadable { .. }));
-        assert!(
-            error
-                .to_string()
-                .contains("/nonexistent/nhsmail-test-ca.pem"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("/nonexistent/nhsmail-test-ca.pem"), "{error}");
     }
 
     #[test]
@@ -205,12 +171,7 @@ mod tests {
         let error = root_certificates(&settings_with(&file)).unwrap_err();
 
         assert!(matches!(error, ConfigError::CaFileEmpty { .. }), "{error}");
-        assert!(
-            error
-                .to_string()
-                .contains(&file.path().display().to_string()),
-            "{error}"
-        );
+        assert!(error.to_string().contains(&file.path().display().to_string()), "{error}");
     }
 
     #[test]
@@ -219,10 +180,7 @@ mod tests {
 
         let error = root_certificates(&settings_with(&file)).unwrap_err();
 
-        assert!(
-            matches!(error, ConfigError::CaFileInvalid { .. }),
-            "{error}"
-        );
+        assert!(matches!(error, ConfigError::CaFileInvalid { .. }), "{error}");
     }
 
     #[test]

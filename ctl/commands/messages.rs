@@ -4,15 +4,15 @@ use std::io::{self, Read};
 
 use anyhow::Context as _;
 use nhsmail_agent::proto::{
-    CancelMessageRequest, GetMessageRequest, ListMessagesRequest, ListMessagesResponse, Message,
-    MessageStatus, SubmitMessageRequest,
+    CancelMessageRequest, GetMessageRequest, ListMessagesRequest, ListMessagesResponse, Message, MessageStatus,
+    SubmitMessageRequest,
 };
 
 use crate::cli::{MessagesListArgs, OutputFormat, SendArgs};
 use crate::connect::Agent;
 use crate::convert::{
-    encoding_name, enum_label, list_messages_json, message_json, message_status_name,
-    priority_name, priority_to_proto, status_to_proto, submit_response_json, timestamp_from,
+    encoding_name, enum_label, list_messages_json, message_json, message_status_name, priority_name, priority_to_proto,
+    status_to_proto, submit_response_json, timestamp_from,
 };
 use crate::error::CtlError;
 use crate::output::{self, Details, Table, local_time, or_dash, truncate};
@@ -21,11 +21,7 @@ use crate::output::{self, Details, Table, local_time, or_dash, truncate};
 const LIST_TEXT_CHARS: usize = 40;
 
 pub async fn send(agent: &Agent, format: OutputFormat, args: SendArgs) -> anyhow::Result<()> {
-    let text = if args.text == "-" {
-        read_stdin_text()?
-    } else {
-        args.text
-    };
+    let text = if args.text == "-" { read_stdin_text()? } else { args.text };
 
     let request = agent.request(SubmitMessageRequest {
         to: args.to,
@@ -36,19 +32,10 @@ pub async fn send(agent: &Agent, format: OutputFormat, args: SendArgs) -> anyhow
         idempotency_key: args.idempotency_key.unwrap_or_default(),
         client_reference: args.reference.unwrap_or_default(),
     });
-    let response = agent
-        .call(agent.message_service().submit_message(request))
-        .await?;
-    let message = response
-        .message
-        .as_ref()
-        .context("the agent's SubmitMessage response contains no message")?;
+    let response = agent.call(agent.message_service().submit_message(request)).await?;
+    let message = response.message.as_ref().context("the agent's SubmitMessage response contains no message")?;
 
-    output::print_result(
-        format,
-        || submit_response_json(&response),
-        || render_submitted(message, response.duplicate),
-    );
+    output::print_result(format, || submit_response_json(&response), || render_submitted(message, response.duplicate));
     super::print_status_warnings(agent).await;
     Ok(())
 }
@@ -56,9 +43,9 @@ pub async fn send(agent: &Agent, format: OutputFormat, args: SendArgs) -> anyhow
 /// Reads the whole of stdin as the text, without trailing line breaks (such as the one `echo` adds).
 fn read_stdin_text() -> Result<String, CtlError> {
     let mut text = String::new();
-    io::stdin().read_to_string(&mut text).map_err(|err| {
-        CtlError::Input(format!("cannot read the text from stdin (--text -): {err}"))
-    })?;
+    io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|err| CtlError::Input(format!("cannot read the text from stdin (--text -): {err}")))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
@@ -66,47 +53,26 @@ fn render_submitted(message: &Message, duplicate: bool) -> String {
     let mut details = Details::new();
     details
         .row("ID", &message.id)
-        .row(
-            "Status",
-            enum_label(message_status_name(message.status), message.status),
-        )
+        .row("Status", enum_label(message_status_name(message.status), message.status))
         .row("To", &message.to)
-        .row(
-            "Encoding",
-            enum_label(encoding_name(message.encoding), message.encoding),
-        )
+        .row("Encoding", enum_label(encoding_name(message.encoding), message.encoding))
         .row("Parts", message.parts.to_string());
     if duplicate {
-        details.row(
-            "Duplicate",
-            "yes: the idempotency key was used before, so nothing new was queued",
-        );
+        details.row("Duplicate", "yes: the idempotency key was used before, so nothing new was queued");
     }
     details.render()
 }
 
-pub async fn list(
-    agent: &Agent,
-    format: OutputFormat,
-    args: MessagesListArgs,
-) -> anyhow::Result<()> {
-    let status = args
-        .status
-        .map_or(MessageStatus::Unspecified, status_to_proto);
+pub async fn list(agent: &Agent, format: OutputFormat, args: MessagesListArgs) -> anyhow::Result<()> {
+    let status = args.status.map_or(MessageStatus::Unspecified, status_to_proto);
     let request = agent.request(ListMessagesRequest {
         status: status as i32,
         page_size: args.limit.unwrap_or(0),
         page_token: args.page_token.unwrap_or_default(),
     });
-    let response = agent
-        .call(agent.message_service().list_messages(request))
-        .await?;
+    let response = agent.call(agent.message_service().list_messages(request)).await?;
 
-    output::print_result(
-        format,
-        || list_messages_json(&response),
-        || render_list(&response),
-    );
+    output::print_result(format, || list_messages_json(&response), || render_list(&response));
     super::print_status_warnings(agent).await;
     Ok(())
 }
@@ -124,46 +90,27 @@ fn render_list(response: &ListMessagesResponse) -> String {
         ]);
     }
 
-    let mut text = if table.is_empty() {
-        "No messages.\n".to_string()
-    } else {
-        table.render()
-    };
+    let mut text = if table.is_empty() { "No messages.\n".to_string() } else { table.render() };
     if !response.next_page_token.is_empty() {
-        text.push_str(&format!(
-            "\nMore messages: add --page-token {}\n",
-            response.next_page_token
-        ));
+        text.push_str(&format!("\nMore messages: add --page-token {}\n", response.next_page_token));
     }
     text
 }
 
 pub async fn show(agent: &Agent, format: OutputFormat, id: String) -> anyhow::Result<()> {
     let request = agent.request(GetMessageRequest { id });
-    let message = agent
-        .call(agent.message_service().get_message(request))
-        .await?;
+    let message = agent.call(agent.message_service().get_message(request)).await?;
 
-    output::print_result(
-        format,
-        || message_json(&message),
-        || render_message(&message),
-    );
+    output::print_result(format, || message_json(&message), || render_message(&message));
     super::print_status_warnings(agent).await;
     Ok(())
 }
 
 pub async fn cancel(agent: &Agent, format: OutputFormat, id: String) -> anyhow::Result<()> {
     let request = agent.request(CancelMessageRequest { id });
-    let message = agent
-        .call(agent.message_service().cancel_message(request))
-        .await?;
+    let message = agent.call(agent.message_service().cancel_message(request)).await?;
 
-    output::print_result(
-        format,
-        || message_json(&message),
-        || render_message(&message),
-    );
+    output::print_result(format, || message_json(&message), || render_message(&message));
     super::print_status_warnings(agent).await;
     Ok(())
 }
@@ -171,36 +118,21 @@ pub async fn cancel(agent: &Agent, format: OutputFormat, id: String) -> anyhow::
 fn render_message(message: &Message) -> String {
     let details = Details::new()
         .row("ID", &message.id)
-        .row(
-            "Status",
-            enum_label(message_status_name(message.status), message.status),
-        )
+        .row("Status", enum_label(message_status_name(message.status), message.status))
         .row("Reason", or_dash(&message.status_reason))
         .row("To", &message.to)
         .row("Gateway address", or_dash(&message.gateway_address))
-        .row(
-            "Priority",
-            enum_label(priority_name(message.priority), message.priority),
-        )
-        .row(
-            "Encoding",
-            enum_label(encoding_name(message.encoding), message.encoding),
-        )
+        .row("Priority", enum_label(priority_name(message.priority), message.priority))
+        .row("Encoding", enum_label(encoding_name(message.encoding), message.encoding))
         .row("Parts", message.parts.to_string())
         .row("Length", message.length.to_string())
         .row("Created", local_time(message.created_at.as_ref(), "-"))
-        .row(
-            "Send after",
-            local_time(message.send_after.as_ref(), "as soon as possible"),
-        )
+        .row("Send after", local_time(message.send_after.as_ref(), "as soon as possible"))
         .row("Expires", local_time(message.expires_at.as_ref(), "-"))
         .row("Sent", local_time(message.sent_at.as_ref(), "not yet"))
         .row("Updated", local_time(message.updated_at.as_ref(), "-"))
         .row("Attempts", message.attempts.to_string())
-        .row(
-            "Next attempt",
-            local_time(message.next_attempt_at.as_ref(), "-"),
-        )
+        .row("Next attempt", local_time(message.next_attempt_at.as_ref(), "-"))
         .row("Idempotency key", or_dash(&message.idempotency_key))
         .row("Reference", or_dash(&message.client_reference))
         .row("SMTP Message-ID", or_dash(&message.smtp_message_id))

@@ -13,42 +13,29 @@ use std::time::Duration;
 use nhsmail_agent::paths::{admin_token_path, default_data_dir};
 use nhsmail_agent::proto::GetStatusRequest;
 
-use crate::cli::{
-    Cli, Command, ConnectivityCommand, MessagesCommand, PasswordCommand, RepliesCommand,
-    UploadCommand,
-};
+use crate::cli::{Cli, Command, ConnectivityCommand, MessagesCommand, PasswordCommand, RepliesCommand, UploadCommand};
 use crate::connect::Agent;
 use crate::output;
 use crate::token::{self, TOKEN_ENV};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
-    let token = token::load(
-        global.token_file.as_deref(),
-        std::env::var(TOKEN_ENV).ok(),
-        || admin_token_path(&default_data_dir()),
-    )?;
+    let token = token::load(global.token_file.as_deref(), std::env::var(TOKEN_ENV).ok(), || {
+        admin_token_path(&default_data_dir())
+    })?;
     let agent = Agent::connect(&global.agent, Duration::from_secs(global.timeout), token).await?;
     let format = global.output;
 
     match cli.command {
         Command::Status => status::show(&agent, format).await,
-        Command::Connectivity(ConnectivityCommand::Show) => {
-            connectivity::show(&agent, format).await
-        }
-        Command::Connectivity(ConnectivityCommand::Set(args)) => {
-            connectivity::set(&agent, format, args).await
-        }
+        Command::Connectivity(ConnectivityCommand::Show) => connectivity::show(&agent, format).await,
+        Command::Connectivity(ConnectivityCommand::Set(args)) => connectivity::set(&agent, format, args).await,
         Command::Password(PasswordCommand::Set(args)) => password::set(&agent, format, args).await,
         Command::Upload(UploadCommand::Trigger) => upload::trigger(&agent, format).await,
         Command::Send(args) => messages::send(&agent, format, args).await,
-        Command::Messages(MessagesCommand::List(args)) => {
-            messages::list(&agent, format, args).await
-        }
+        Command::Messages(MessagesCommand::List(args)) => messages::list(&agent, format, args).await,
         Command::Messages(MessagesCommand::Show { id }) => messages::show(&agent, format, id).await,
-        Command::Messages(MessagesCommand::Cancel { id }) => {
-            messages::cancel(&agent, format, id).await
-        }
+        Command::Messages(MessagesCommand::Cancel { id }) => messages::cancel(&agent, format, id).await,
         Command::Replies(RepliesCommand::List(args)) => replies::list(&agent, format, args).await,
     }
 }

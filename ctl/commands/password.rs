@@ -33,15 +33,9 @@ pub async fn set(agent: &Agent, format: OutputFormat, args: PasswordSetArgs) -> 
         confirmation: confirmation.0,
         skip_verification: args.skip_verification,
     });
-    let response = agent
-        .call(agent.connectivity_service().update_password(request))
-        .await?;
+    let response = agent.call(agent.connectivity_service().update_password(request)).await?;
 
-    output::print_result(
-        format,
-        || update_password_json(&response),
-        || render(&response),
-    );
+    output::print_result(format, || update_password_json(&response), || render(&response));
     match &response.connectivity {
         Some(connectivity) => output::print_warnings(&connectivity.warnings),
         None => super::print_status_warnings(agent).await,
@@ -60,9 +54,7 @@ fn read_stdin_line() -> Result<Password, CtlError> {
     let password = line.strip_suffix('\n').unwrap_or(&line);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
-        return Err(CtlError::Input(
-            "no password on stdin; nothing was changed".into(),
-        ));
+        return Err(CtlError::Input("no password on stdin; nothing was changed".into()));
     }
     Ok(Password(password.to_string()))
 }
@@ -78,15 +70,11 @@ fn prompt_twice() -> Result<(Password, Password), CtlError> {
 
     let password = prompt("New mailbox password: ")?;
     if password.0.is_empty() {
-        return Err(CtlError::Input(
-            "the password is empty; nothing was changed".into(),
-        ));
+        return Err(CtlError::Input("the password is empty; nothing was changed".into()));
     }
     let confirmation = prompt("Type it again: ")?;
     if password.0 != confirmation.0 {
-        return Err(CtlError::Input(
-            "the two passwords do not match; nothing was changed".into(),
-        ));
+        return Err(CtlError::Input("the two passwords do not match; nothing was changed".into()));
     }
     Ok((password, confirmation))
 }
@@ -94,9 +82,7 @@ fn prompt_twice() -> Result<(Password, Password), CtlError> {
 fn prompt(text: &str) -> Result<Password, CtlError> {
     rpassword::prompt_password(text)
         .map(Password)
-        .map_err(|err| {
-            CtlError::Input(format!("cannot read the password from the terminal: {err}"))
-        })
+        .map_err(|err| CtlError::Input(format!("cannot read the password from the terminal: {err}")))
 }
 
 fn render(response: &UpdatePasswordResponse) -> String {

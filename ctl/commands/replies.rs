@@ -10,11 +10,7 @@ use crate::output::{self, Table, local_time, or_dash, truncate};
 /// Characters of the reply text shown in the table; `--output json` carries all of it.
 const LIST_TEXT_CHARS: usize = 60;
 
-pub async fn list(
-    agent: &Agent,
-    format: OutputFormat,
-    args: RepliesListArgs,
-) -> anyhow::Result<()> {
+pub async fn list(agent: &Agent, format: OutputFormat, args: RepliesListArgs) -> anyhow::Result<()> {
     let request = agent.request(ListRepliesRequest {
         message_id: args.message.unwrap_or_default(),
         from: args.from.unwrap_or_default(),
@@ -22,15 +18,9 @@ pub async fn list(
         page_size: args.limit.unwrap_or(0),
         page_token: args.page_token.unwrap_or_default(),
     });
-    let response = agent
-        .call(agent.message_service().list_replies(request))
-        .await?;
+    let response = agent.call(agent.message_service().list_replies(request)).await?;
 
-    output::print_result(
-        format,
-        || list_replies_json(&response),
-        || render(&response),
-    );
+    output::print_result(format, || list_replies_json(&response), || render(&response));
     super::print_status_warnings(agent).await;
     Ok(())
 }
@@ -46,16 +36,9 @@ fn render(response: &ListRepliesResponse) -> String {
         ]);
     }
 
-    let mut text = if table.is_empty() {
-        "No replies.\n".to_string()
-    } else {
-        table.render()
-    };
+    let mut text = if table.is_empty() { "No replies.\n".to_string() } else { table.render() };
     if !response.next_page_token.is_empty() {
-        text.push_str(&format!(
-            "\nMore replies: add --page-token {}\n",
-            response.next_page_token
-        ));
+        text.push_str(&format!("\nMore replies: add --page-token {}\n", response.next_page_token));
     }
     text
 }

@@ -8,13 +8,7 @@ use crate::convert::{enum_label, message_status_name, password_state_name, statu
 use crate::output::{self, Details, Table, duration, local_time, sending_state};
 
 pub async fn show(agent: &Agent, format: OutputFormat) -> anyhow::Result<()> {
-    let status = agent
-        .call(
-            agent
-                .agent_service()
-                .get_status(agent.request(GetStatusRequest {})),
-        )
-        .await?;
+    let status = agent.call(agent.agent_service().get_status(agent.request(GetStatusRequest {}))).await?;
 
     output::print_result(format, || status_json(&status), || render(&status));
     output::print_warnings(&status.warnings);
@@ -26,29 +20,11 @@ fn render(status: &Status) -> String {
     details
         .row("Version", &status.version)
         .row("Uptime", duration(status.uptime_seconds))
-        .row(
-            "Password",
-            enum_label(
-                password_state_name(status.password_state),
-                status.password_state,
-            ),
-        )
-        .row(
-            "Sending",
-            sending_state(status.sending_paused, &status.sending_paused_reason),
-        )
-        .row(
-            "Last upload",
-            local_time(status.last_upload_at.as_ref(), "never"),
-        )
-        .row(
-            "Last send",
-            local_time(status.last_send_at.as_ref(), "never"),
-        )
-        .row(
-            "Oldest queued",
-            local_time(status.oldest_queued_at.as_ref(), "none queued"),
-        );
+        .row("Password", enum_label(password_state_name(status.password_state), status.password_state))
+        .row("Sending", sending_state(status.sending_paused, &status.sending_paused_reason))
+        .row("Last upload", local_time(status.last_upload_at.as_ref(), "never"))
+        .row("Last send", local_time(status.last_send_at.as_ref(), "never"))
+        .row("Oldest queued", local_time(status.oldest_queued_at.as_ref(), "none queued"));
 
     if status.queue_counts.is_empty() {
         details.row("Messages", "none");
@@ -57,10 +33,7 @@ fn render(status: &Status) -> String {
 
     let mut counts = Table::new(vec!["STATE", "MESSAGES"]);
     for count in &status.queue_counts {
-        counts.row(vec![
-            enum_label(message_status_name(count.status), count.status),
-            count.count.to_string(),
-        ]);
+        counts.row(vec![enum_label(message_status_name(count.status), count.status), count.count.to_string()]);
     }
     format!("{}\n{}", details.render(), counts.render())
 }

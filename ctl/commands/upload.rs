@@ -9,9 +9,7 @@ use crate::output::{self, Details, local_time};
 
 pub async fn trigger(agent: &Agent, format: OutputFormat) -> anyhow::Result<()> {
     let request = agent.request(TriggerUploadRequest {});
-    let report = agent
-        .call(agent.agent_service().trigger_upload(request))
-        .await?;
+    let report = agent.call(agent.agent_service().trigger_upload(request)).await?;
 
     output::print_result(format, || upload_report_json(&report), || render(&report));
     super::print_status_warnings(agent).await;
@@ -19,11 +17,7 @@ pub async fn trigger(agent: &Agent, format: OutputFormat) -> anyhow::Result<()> 
 }
 
 fn render(report: &UploadReport) -> String {
-    let errors = if report.errors.is_empty() {
-        "none".to_string()
-    } else {
-        report.errors.join("\n")
-    };
+    let errors = if report.errors.is_empty() { "none".to_string() } else { report.errors.join("\n") };
 
     Details::new()
         .row("Trigger", &report.trigger)

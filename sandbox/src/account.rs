@@ -245,9 +245,7 @@ impl Account {
         }
         self.file.failed_sign_ins = 0;
         if now >= self.expires_at() {
-            return Err(SignInError::Expired {
-                since: self.expires_at(),
-            });
+            return Err(SignInError::Expired { since: self.expires_at() });
         }
         Ok(())
     }
@@ -276,11 +274,7 @@ impl Account {
         let valid = username.eq_ignore_ascii_case(&self.file.username)
             && find_token(&self.file.access_tokens, token, now).is_some();
         counters.sign_in(protocol, valid);
-        if valid {
-            Ok(())
-        } else {
-            Err(SignInError::InvalidToken)
-        }
+        if valid { Ok(()) } else { Err(SignInError::InvalidToken) }
     }
 
     /// Checks a bearer token for the Graph endpoint, without counting a sign-in.
@@ -289,20 +283,10 @@ impl Account {
     }
 
     /// Issues an access and refresh token after a password grant has signed in.
-    pub fn issue_tokens(
-        &mut self,
-        scope: &str,
-        now: DateTime<Utc>,
-    ) -> Result<IssuedTokens, PersistError> {
+    pub fn issue_tokens(&mut self, scope: &str, now: DateTime<Utc>) -> Result<IssuedTokens, PersistError> {
         let access_token = format!("sbx-at-{}", random_token());
         let refresh_token = format!("sbx-rt-{}", random_token());
-        push_token(
-            &mut self.file.access_tokens,
-            &access_token,
-            now + self.policy.token_lifetime,
-            scope,
-            now,
-        );
+        push_token(&mut self.file.access_tokens, &access_token, now + self.policy.token_lifetime, scope, now);
         push_token(
             &mut self.file.refresh_tokens,
             &refresh_token,
@@ -334,9 +318,7 @@ impl Account {
             return Ok(Err(error));
         }
         if now >= self.expires_at() {
-            return Ok(Err(SignInError::Expired {
-                since: self.expires_at(),
-            }));
+            return Ok(Err(SignInError::Expired { since: self.expires_at() }));
         }
         self.issue_tokens(&scope, now).map(Ok)
     }
@@ -406,13 +388,7 @@ impl Account {
             return Err(PolicyError::NoDigitOrSymbol);
         }
         let hash = sha256_hex(new);
-        if self
-            .file
-            .history
-            .iter()
-            .take(self.policy.history)
-            .any(|old| *old == hash)
-        {
+        if self.file.history.iter().take(self.policy.history).any(|old| *old == hash) {
             return Err(PolicyError::Reused(self.policy.history));
         }
         Ok(())
@@ -435,40 +411,21 @@ impl Account {
     }
 }
 
-fn find_token<'a>(
-    tokens: &'a [StoredToken],
-    token: &str,
-    now: DateTime<Utc>,
-) -> Option<&'a StoredToken> {
+fn find_token<'a>(tokens: &'a [StoredToken], token: &str, now: DateTime<Utc>) -> Option<&'a StoredToken> {
     let hash = sha256_hex(token);
-    tokens
-        .iter()
-        .find(|stored| stored.sha256 == hash && now < stored.expires_at)
+    tokens.iter().find(|stored| stored.sha256 == hash && now < stored.expires_at)
 }
 
-fn push_token(
-    tokens: &mut Vec<StoredToken>,
-    token: &str,
-    expires_at: DateTime<Utc>,
-    scope: &str,
-    now: DateTime<Utc>,
-) {
+fn push_token(tokens: &mut Vec<StoredToken>, token: &str, expires_at: DateTime<Utc>, scope: &str, now: DateTime<Utc>) {
     tokens.retain(|stored| now < stored.expires_at);
-    tokens.push(StoredToken {
-        sha256: sha256_hex(token),
-        expires_at,
-        scope: scope.to_string(),
-    });
+    tokens.push(StoredToken { sha256: sha256_hex(token), expires_at, scope: scope.to_string() });
     if tokens.len() > MAX_STORED_TOKENS {
         tokens.remove(0);
     }
 }
 
 fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    Sha256::digest(text.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn random_token() -> String {
@@ -531,11 +488,7 @@ mod tests {
             (current.as_str(), PolicyError::Reused(4)),
         ];
         for (password, expected) in cases {
-            assert_eq!(
-                account.validate_new_password(password),
-                Err(expected),
-                "{password}"
-            );
+            assert_eq!(account.validate_new_password(password), Err(expected), "{password}");
         }
     }
 
@@ -551,10 +504,7 @@ mod tests {
         }
         let right = account.password().to_string();
         let outcome = account.sign_in_with_password(Protocol::Smtp, &user, &right, now, &counters);
-        assert!(
-            matches!(outcome, Err(SignInError::Locked { .. })),
-            "{outcome:?}"
-        );
+        assert!(matches!(outcome, Err(SignInError::Locked { .. })), "{outcome:?}");
     }
 
     #[test]
@@ -569,8 +519,7 @@ mod tests {
         }
         let right = account.password().to_string();
         let later = now + TimeDelta::minutes(31);
-        let outcome =
-            account.sign_in_with_password(Protocol::Smtp, &user, &right, later, &counters);
+        let outcome = account.sign_in_with_password(Protocol::Smtp, &user, &right, later, &counters);
         assert_eq!(outcome, Ok(()));
     }
 
@@ -581,9 +530,7 @@ mod tests {
         let first = account.password().to_string();
         let now = Utc::now();
         for n in 0..4 {
-            account
-                .set_password(&format!("Replacement-password-{n}"), now, false)
-                .unwrap();
+            account.set_password(&format!("Replacement-password-{n}"), now, false).unwrap();
         }
         assert_eq!(account.validate_new_password(&first), Ok(()));
     }

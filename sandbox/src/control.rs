@@ -34,19 +34,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 fn bad_request(message: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({ "error": message.to_string() })),
-    )
-        .into_response()
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
 fn server_error(message: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({ "error": message.to_string() })),
-    )
-        .into_response()
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
 async fn sent(State(shared): State<Arc<Shared>>) -> Response {
@@ -87,22 +79,18 @@ async fn append_inbound(
     let folder = request.folder.unwrap_or_else(|| INBOX.to_string());
     let flags: BTreeSet<String> = request.flags.into_iter().collect();
     let now = shared.clock.now();
-    let appended = shared
-        .mailbox()
-        .append(&folder, request.raw.as_bytes(), flags, now);
+    let appended = shared.mailbox().append(&folder, request.raw.as_bytes(), flags, now);
     match appended {
         Ok((uidvalidity, uid)) => {
             shared.counters.message("inbound");
-            Json(json!({ "folder": folder, "uidvalidity": uidvalidity, "uid": uid }))
-                .into_response()
+            Json(json!({ "folder": folder, "uidvalidity": uidvalidity, "uid": uid })).into_response()
         }
         Err(error) => bad_request(error),
     }
 }
 
 async fn clock(State(shared): State<Arc<Shared>>) -> Response {
-    Json(json!({ "offset_secs": shared.clock.offset_secs(), "now": shared.clock.now() }))
-        .into_response()
+    Json(json!({ "offset_secs": shared.clock.offset_secs(), "now": shared.clock.now() })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -110,10 +98,7 @@ struct ClockRequest {
     offset_secs: i64,
 }
 
-async fn set_clock(
-    State(shared): State<Arc<Shared>>,
-    body: Result<Json<ClockRequest>, JsonRejection>,
-) -> Response {
+async fn set_clock(State(shared): State<Arc<Shared>>, body: Result<Json<ClockRequest>, JsonRejection>) -> Response {
     let request = match body {
         Ok(Json(request)) => request,
         Err(error) => return bad_request(error),
@@ -186,16 +171,11 @@ async fn change_uidvalidity(
     // An empty request changes INBOX to the next UIDVALIDITY.
     let request = match body {
         Ok(Json(request)) => request,
-        Err(JsonRejection::MissingJsonContentType(_)) => UidValidityRequest {
-            folder: None,
-            uidvalidity: None,
-        },
+        Err(JsonRejection::MissingJsonContentType(_)) => UidValidityRequest { folder: None, uidvalidity: None },
         Err(error) => return bad_request(error),
     };
     let folder = request.folder.unwrap_or_else(|| INBOX.to_string());
-    let changed = shared
-        .mailbox()
-        .change_uidvalidity(&folder, request.uidvalidity);
+    let changed = shared.mailbox().change_uidvalidity(&folder, request.uidvalidity);
     match changed {
         Ok(uidvalidity) => {
             tracing::info!(%folder, uidvalidity, "UIDVALIDITY changed");
@@ -209,10 +189,7 @@ async fn faults(State(shared): State<Arc<Shared>>) -> Response {
     Json(json!({ "faults": shared.faults.list() })).into_response()
 }
 
-async fn arm_fault(
-    State(shared): State<Arc<Shared>>,
-    body: Result<Json<Fault>, JsonRejection>,
-) -> Response {
+async fn arm_fault(State(shared): State<Arc<Shared>>, body: Result<Json<Fault>, JsonRejection>) -> Response {
     let fault = match body {
         Ok(Json(fault)) => fault,
         Err(error) => return bad_request(error),

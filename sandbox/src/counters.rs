@@ -44,42 +44,20 @@ pub struct CounterValues {
 
 impl Default for CounterValues {
     fn default() -> Self {
-        let sign_ins = [
-            Protocol::Smtp,
-            Protocol::Imap,
-            Protocol::Token,
-            Protocol::Graph,
-        ]
-        .into_iter()
-        .map(|protocol| (protocol.name(), SignInCounts::default()))
-        .collect();
-        let messages = MESSAGE_OUTCOMES.iter().map(|name| (*name, 0)).collect();
-        let token_grants = ["password", "refresh_token"]
+        let sign_ins = [Protocol::Smtp, Protocol::Imap, Protocol::Token, Protocol::Graph]
             .into_iter()
-            .map(|name| (name, 0))
+            .map(|protocol| (protocol.name(), SignInCounts::default()))
             .collect();
-        CounterValues {
-            sign_ins,
-            lockouts: 0,
-            messages,
-            token_grants,
-            faults_fired: BTreeMap::new(),
-        }
+        let messages = MESSAGE_OUTCOMES.iter().map(|name| (*name, 0)).collect();
+        let token_grants = ["password", "refresh_token"].into_iter().map(|name| (name, 0)).collect();
+        CounterValues { sign_ins, lockouts: 0, messages, token_grants, faults_fired: BTreeMap::new() }
     }
 }
 
 /// Outcomes counted under `messages`: `accepted` and `rejected` count SMTP recipients, the
 /// rest count what the SMS gateway put in the inbox.
-pub const MESSAGE_OUTCOMES: &[&str] = &[
-    "accepted",
-    "rejected",
-    "delivered",
-    "failed",
-    "delayed",
-    "replied",
-    "no_receipt",
-    "inbound",
-];
+pub const MESSAGE_OUTCOMES: &[&str] =
+    &["accepted", "rejected", "delivered", "failed", "delayed", "replied", "no_receipt", "inbound"];
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -112,11 +90,7 @@ impl Counters {
     }
 
     pub fn fault_fired(&self, kind: &str) {
-        *self
-            .lock()
-            .faults_fired
-            .entry(kind.to_string())
-            .or_default() += 1;
+        *self.lock().faults_fired.entry(kind.to_string()).or_default() += 1;
     }
 
     pub fn snapshot(&self) -> CounterValues {
@@ -124,8 +98,6 @@ impl Counters {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CounterValues> {
-        self.values
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.values.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -97,9 +97,8 @@ impl Faults {
     /// Consumes one firing of the first armed fault of `kind` (at `stage`, for SMTP replies).
     pub fn take(&self, kind: FaultKind, stage: Option<SmtpStage>) -> Option<Fault> {
         let mut armed = self.lock();
-        let index = armed.iter().position(|fault| {
-            fault.kind == kind && stage.is_none_or(|stage| fault.stage == stage)
-        })?;
+        let index =
+            armed.iter().position(|fault| fault.kind == kind && stage.is_none_or(|stage| fault.stage == stage))?;
         let fired = armed[index].clone();
         armed[index].count -= 1;
         if armed[index].count == 0 {
@@ -110,14 +109,11 @@ impl Faults {
 
     /// Consumes one firing of a `slow` fault and returns its delay.
     pub fn take_slow(&self) -> Option<Duration> {
-        self.take(FaultKind::Slow, None)
-            .map(|fault| Duration::from_millis(fault.delay_ms))
+        self.take(FaultKind::Slow, None).map(|fault| Duration::from_millis(fault.delay_ms))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Fault>> {
-        self.armed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -126,48 +122,23 @@ mod tests {
     use super::*;
 
     fn fault(kind: FaultKind, count: u32, stage: SmtpStage) -> Fault {
-        Fault {
-            kind,
-            count,
-            stage,
-            delay_ms: 0,
-        }
+        Fault { kind, count, stage, delay_ms: 0 }
     }
 
     #[test]
     fn fault_disarms_after_count() {
         let faults = Faults::default();
         faults.arm(fault(FaultKind::Smtp4xx, 2, SmtpStage::Rcpt));
-        assert!(
-            faults
-                .take(FaultKind::Smtp4xx, Some(SmtpStage::Rcpt))
-                .is_some()
-        );
-        assert!(
-            faults
-                .take(FaultKind::Smtp4xx, Some(SmtpStage::Rcpt))
-                .is_some()
-        );
-        assert!(
-            faults
-                .take(FaultKind::Smtp4xx, Some(SmtpStage::Rcpt))
-                .is_none()
-        );
+        assert!(faults.take(FaultKind::Smtp4xx, Some(SmtpStage::Rcpt)).is_some());
+        assert!(faults.take(FaultKind::Smtp4xx, Some(SmtpStage::Rcpt)).is_some());
+        assert!(faults.take(FaultKind::Smtp4xx, Some(SmtpStage::Rcpt)).is_none());
     }
 
     #[test]
     fn fault_fires_only_at_its_stage() {
         let faults = Faults::default();
         faults.arm(fault(FaultKind::Smtp5xx, 1, SmtpStage::Mail));
-        assert!(
-            faults
-                .take(FaultKind::Smtp5xx, Some(SmtpStage::Rcpt))
-                .is_none()
-        );
-        assert!(
-            faults
-                .take(FaultKind::Smtp5xx, Some(SmtpStage::Mail))
-                .is_some()
-        );
+        assert!(faults.take(FaultKind::Smtp5xx, Some(SmtpStage::Rcpt)).is_none());
+        assert!(faults.take(FaultKind::Smtp5xx, Some(SmtpStage::Mail)).is_some());
     }
 }

@@ -55,36 +55,11 @@ pub enum Outcome {
 /// digits, inclusive, and what the gateway does. Any other valid mobile number is delivered.
 pub const RANGES: &[(u16, u16, Outcome, &str)] = &[
     (0, 899, Outcome::Delivered, "delivery receipt"),
-    (
-        900,
-        919,
-        Outcome::PermanentFailure,
-        "permanent failure report (Action: failed, Status: 5.1.1)",
-    ),
-    (
-        920,
-        939,
-        Outcome::TemporaryFailure,
-        "delay report (Action: delayed, Status: 4.4.1), then a delivery receipt",
-    ),
-    (
-        940,
-        959,
-        Outcome::Reply,
-        "delivery receipt, then the patient replies \"Yes, thank you\"",
-    ),
-    (
-        960,
-        979,
-        Outcome::Stop,
-        "delivery receipt, then the patient replies \"STOP\"",
-    ),
-    (
-        980,
-        999,
-        Outcome::NoReceipt,
-        "accepted, but no receipt ever comes (handset off)",
-    ),
+    (900, 919, Outcome::PermanentFailure, "permanent failure report (Action: failed, Status: 5.1.1)"),
+    (920, 939, Outcome::TemporaryFailure, "delay report (Action: delayed, Status: 4.4.1), then a delivery receipt"),
+    (940, 959, Outcome::Reply, "delivery receipt, then the patient replies \"Yes, thank you\""),
+    (960, 979, Outcome::Stop, "delivery receipt, then the patient replies \"STOP\""),
+    (980, 999, Outcome::NoReceipt, "accepted, but no receipt ever comes (handset off)"),
 ];
 
 /// The text of the reply from numbers in the reply range.
@@ -93,9 +68,7 @@ pub const STOP_TEXT: &str = "STOP";
 
 /// Returns the outcome for a national or international number.
 pub fn outcome_for(number: &str) -> Outcome {
-    let drama_suffix = number
-        .strip_prefix("07700900")
-        .or_else(|| number.strip_prefix("447700900"));
+    let drama_suffix = number.strip_prefix("07700900").or_else(|| number.strip_prefix("447700900"));
     let Some(last_three) = drama_suffix.and_then(|suffix| suffix.parse::<u16>().ok()) else {
         return Outcome::Delivered;
     };
@@ -107,9 +80,7 @@ pub fn outcome_for(number: &str) -> Outcome {
 
 /// The number ranges as `--help` and the README show them.
 pub fn ranges_help() -> String {
-    let mut help = String::from(
-        "SMS gateway number ranges (07700 900xxx or +44 7700 900xxx, Ofcom's drama range):\n",
-    );
+    let mut help = String::from("SMS gateway number ranges (07700 900xxx or +44 7700 900xxx, Ofcom's drama range):\n");
     for (low, high, _, description) in RANGES {
         help.push_str(&format!("  900{low:03}-900{high:03}  {description}\n"));
     }
@@ -176,11 +147,7 @@ async fn answer(shared: &Shared, text: &SubmittedText, outcome: Outcome) {
         Outcome::Reply | Outcome::Stop => {
             deliver_dsn(shared, text, DsnKind::Delivered, delay).await;
             tokio::time::sleep(delay).await;
-            let body = if outcome == Outcome::Stop {
-                STOP_TEXT
-            } else {
-                REPLY_TEXT
-            };
+            let body = if outcome == Outcome::Stop { STOP_TEXT } else { REPLY_TEXT };
             let username = shared.username();
             let raw = report::patient_reply(text, &username, body, shared.clock.now());
             append(shared, &raw, "replied");
@@ -215,14 +182,8 @@ mod tests {
 
     #[test]
     fn gateway_address_forms_accepted() {
-        assert_eq!(
-            parse_gateway_address("07700900123@sms.nhs.net"),
-            Ok("07700900123".into())
-        );
-        assert_eq!(
-            parse_gateway_address("447700900123@SMS.NHS.NET"),
-            Ok("447700900123".into())
-        );
+        assert_eq!(parse_gateway_address("07700900123@sms.nhs.net"), Ok("07700900123".into()));
+        assert_eq!(parse_gateway_address("447700900123@SMS.NHS.NET"), Ok("447700900123".into()));
     }
 
     #[test]
@@ -237,11 +198,7 @@ mod tests {
         ];
         for (address, other_domain) in cases {
             let error = parse_gateway_address(address).unwrap_err();
-            assert_eq!(
-                matches!(error, RecipientError::NotGateway(_)),
-                other_domain,
-                "{address}"
-            );
+            assert_eq!(matches!(error, RecipientError::NotGateway(_)), other_domain, "{address}");
         }
     }
 

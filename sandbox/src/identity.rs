@@ -55,11 +55,7 @@ async fn token(
             "the request body must be application/x-www-form-urlencoded",
         );
     };
-    let field = |name: &str| {
-        form.get(name)
-            .map(String::as_str)
-            .filter(|value| !value.is_empty())
-    };
+    let field = |name: &str| form.get(name).map(String::as_str).filter(|value| !value.is_empty());
     let Some(grant_type) = field("grant_type") else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -76,12 +72,7 @@ async fn token(
             "the request body must contain the parameter client_id",
         );
     };
-    if shared
-        .settings
-        .client_id
-        .as_deref()
-        .is_some_and(|expected| expected != client_id)
-    {
+    if shared.settings.client_id.as_deref().is_some_and(|expected| expected != client_id) {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
@@ -103,13 +94,9 @@ async fn token(
             };
             let scope = field("scope").unwrap_or(DEFAULT_SCOPE);
             let mut account = shared.account();
-            if let Err(error) = account.sign_in_with_password(
-                Protocol::Token,
-                username,
-                password,
-                now,
-                &shared.counters,
-            ) {
+            if let Err(error) =
+                account.sign_in_with_password(Protocol::Token, username, password, now, &shared.counters)
+            {
                 tracing::info!(%error, "password grant rejected");
                 return sign_in_error(&error);
             }
@@ -148,12 +135,7 @@ async fn token(
         }
         Err(error) => {
             tracing::error!(%error, "failed to save issued tokens");
-            oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                90033,
-                "failed to store the tokens",
-            )
+            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, "failed to store the tokens")
         }
     }
 }
@@ -178,21 +160,11 @@ fn sign_in_error(error: &SignInError) -> Response {
         SignInError::Expired { .. } => 50055,
         SignInError::InvalidToken => 70008,
     };
-    oauth_error(
-        StatusCode::BAD_REQUEST,
-        "invalid_grant",
-        code,
-        &error.to_string(),
-    )
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", code, &error.to_string())
 }
 
 /// Builds a Graph error response (`{"error": {"code", "message", "innerError"}}`).
-fn graph_error(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Response {
+fn graph_error(status: StatusCode, code: &str, message: &str, now: chrono::DateTime<chrono::Utc>) -> Response {
     let body = json!({
         "error": {
             "code": code,
@@ -263,43 +235,25 @@ async fn change_password(
             now,
         );
     };
-    let outcome = shared.account().change_password(
-        &request.current_password,
-        &request.new_password,
-        now,
-        &shared.counters,
-    );
+    let outcome =
+        shared.account().change_password(&request.current_password, &request.new_password, now, &shared.counters);
     match outcome {
         Ok(()) => {
             tracing::info!("password changed through Graph");
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(ChangePasswordError::SignIn(error @ SignInError::Locked { .. })) => graph_error(
-            StatusCode::FORBIDDEN,
-            "Authorization_RequestDenied",
-            &error.to_string(),
-            now,
-        ),
-        Err(ChangePasswordError::SignIn(_)) => graph_error(
-            StatusCode::FORBIDDEN,
-            "Authorization_RequestDenied",
-            "The current password is incorrect.",
-            now,
-        ),
-        Err(ChangePasswordError::Policy(error)) => graph_error(
-            StatusCode::BAD_REQUEST,
-            "Request_BadRequest",
-            &error.to_string(),
-            now,
-        ),
+        Err(ChangePasswordError::SignIn(error @ SignInError::Locked { .. })) => {
+            graph_error(StatusCode::FORBIDDEN, "Authorization_RequestDenied", &error.to_string(), now)
+        }
+        Err(ChangePasswordError::SignIn(_)) => {
+            graph_error(StatusCode::FORBIDDEN, "Authorization_RequestDenied", "The current password is incorrect.", now)
+        }
+        Err(ChangePasswordError::Policy(error)) => {
+            graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", &error.to_string(), now)
+        }
         Err(ChangePasswordError::Persist(error)) => {
             tracing::error!(%error, "failed to save the changed password");
-            graph_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "generalException",
-                "failed to store the password",
-                now,
-            )
+            graph_error(StatusCode::INTERNAL_SERVER_ERROR, "generalException", "failed to store the password", now)
         }
     }
 }

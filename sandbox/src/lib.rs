@@ -52,10 +52,7 @@ pub const DEFAULT_USERNAME: &str = "practice.sms@example.org";
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("failed to create the state directory {path}: {source}")]
-    StateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    StateDir { path: PathBuf, source: std::io::Error },
     #[error("failed to listen on 127.0.0.1:{port}: {source}")]
     Bind { port: u16, source: std::io::Error },
     #[error(transparent)]
@@ -164,27 +161,18 @@ impl Sandbox {
                 let temp = tempfile::Builder::new()
                     .prefix("nhsmail-sandbox-")
                     .tempdir()
-                    .map_err(|source| SandboxError::StateDir {
-                        path: std::env::temp_dir(),
-                        source,
-                    })?;
+                    .map_err(|source| SandboxError::StateDir { path: std::env::temp_dir(), source })?;
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        std::fs::create_dir_all(&state_dir).map_err(|source| SandboxError::StateDir {
-            path: state_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|source| SandboxError::StateDir { path: state_dir.clone(), source })?;
 
         let clock = Clock::default();
         let now = clock.now();
         let tls = tls::load_or_generate(&state_dir)?;
-        let account = Account::load_or_create(
-            state_dir.join("account.json"),
-            &options.username,
-            options.policy.clone(),
-            now,
-        )?;
+        let account =
+            Account::load_or_create(state_dir.join("account.json"), &options.username, options.policy.clone(), now)?;
         let mailbox = Mailbox::load_or_create(state_dir.clone(), now)?;
 
         let smtp = bind(options.smtp_port).await?;
@@ -192,8 +180,7 @@ impl Sandbox {
         let imap_plain = bind(options.imap_starttls_port).await?;
         let identity = bind(options.identity_port).await?;
         let control = bind(options.control_port).await?;
-        let port =
-            |listener: &TcpListener| listener.local_addr().map(|addr| addr.port()).unwrap_or(0);
+        let port = |listener: &TcpListener| listener.local_addr().map(|addr| addr.port()).unwrap_or(0);
         let identity_base = format!("http://127.0.0.1:{}", port(&identity));
 
         let info = SandboxInfo {
@@ -223,21 +210,13 @@ impl Sandbox {
         let shared = Arc::new(Shared::new(clock, settings, account, mailbox, tls.acceptor));
 
         shared.tasks.spawn(smtp::serve(smtp, Arc::clone(&shared)));
-        shared
-            .tasks
-            .spawn(imap::serve(imap_tls, Arc::clone(&shared), true));
-        shared
-            .tasks
-            .spawn(imap::serve(imap_plain, Arc::clone(&shared), false));
+        shared.tasks.spawn(imap::serve(imap_tls, Arc::clone(&shared), true));
+        shared.tasks.spawn(imap::serve(imap_plain, Arc::clone(&shared), false));
         spawn_http(&shared, identity, identity::router(Arc::clone(&shared)));
         spawn_http(&shared, control, control::router(Arc::clone(&shared)));
         tracing::info!(smtp = info.smtp_port, imap = info.imap_port, control = %info.control_url, "sandbox started");
 
-        Ok(Sandbox {
-            info,
-            shared,
-            _temp_dir: temp_dir,
-        })
+        Ok(Sandbox { info, shared, _temp_dir: temp_dir })
     }
 
     pub fn info(&self) -> &SandboxInfo {
@@ -273,9 +252,8 @@ async fn bind(port: u16) -> Result<TcpListener, SandboxError> {
 fn spawn_http(shared: &Arc<Shared>, listener: TcpListener, router: axum::Router) {
     let cancel = shared.cancel.clone();
     shared.tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
+        let served =
+            axum::serve(listener, router).with_graceful_shutdown(async move { cancel.cancelled().await }).await;
         if let Err(error) = served {
             tracing::error!(%error, "HTTP server failed");
         }

@@ -56,18 +56,11 @@ pub struct Folder {
 
 impl Folder {
     fn new(uidvalidity: u32) -> Folder {
-        Folder {
-            uidvalidity,
-            uidnext: 1,
-            messages: Vec::new(),
-        }
+        Folder { uidvalidity, uidnext: 1, messages: Vec::new() }
     }
 
     pub fn find(&self, uid: u32) -> Option<&StoredMessage> {
-        self.messages
-            .binary_search_by_key(&uid, |message| message.uid)
-            .ok()
-            .map(|index| &self.messages[index])
+        self.messages.binary_search_by_key(&uid, |message| message.uid).ok().map(|index| &self.messages[index])
     }
 
     pub fn max_uid(&self) -> u32 {
@@ -98,9 +91,7 @@ pub struct Mailbox {
 
 impl std::fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailbox")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("Mailbox").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
@@ -108,19 +99,14 @@ impl Mailbox {
     /// Loads the mailbox kept in `dir`, or creates one with an empty INBOX.
     pub fn load_or_create(dir: PathBuf, now: DateTime<Utc>) -> Result<Mailbox, MailboxError> {
         let messages_dir = dir.join("messages");
-        fs::create_dir_all(&messages_dir).map_err(|source| PersistError::Write {
-            path: messages_dir.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&messages_dir)
+            .map_err(|source| PersistError::Write { path: messages_dir.clone(), source })?;
         let index = match persist::load_json::<MailboxIndex>(&dir.join("mailbox.json"))? {
             Some(index) => index,
             None => {
                 let mut folders = BTreeMap::new();
                 folders.insert(INBOX.to_string(), Folder::new(initial_uidvalidity(now)));
-                MailboxIndex {
-                    folders,
-                    next_file: 1,
-                }
+                MailboxIndex { folders, next_file: 1 }
             }
         };
 
@@ -131,12 +117,7 @@ impl Mailbox {
             bodies.insert(message.file.clone(), Arc::from(bytes));
         }
         let (version, _) = watch::channel(0);
-        let mailbox = Mailbox {
-            dir,
-            index,
-            bodies,
-            version,
-        };
+        let mailbox = Mailbox { dir, index, bodies, version };
         mailbox.save()?;
         Ok(mailbox)
     }
@@ -148,11 +129,7 @@ impl Mailbox {
 
     /// Returns the canonical name of `name`: `INBOX` in any case is the inbox.
     pub fn canonical_name(name: &str) -> String {
-        if name.eq_ignore_ascii_case(INBOX) {
-            INBOX.to_string()
-        } else {
-            name.to_string()
-        }
+        if name.eq_ignore_ascii_case(INBOX) { INBOX.to_string() } else { name.to_string() }
     }
 
     pub fn folder(&self, name: &str) -> Option<&Folder> {
@@ -164,10 +141,7 @@ impl Mailbox {
     }
 
     pub fn body(&self, message: &StoredMessage) -> Arc<[u8]> {
-        self.bodies
-            .get(&message.file)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(Vec::new()))
+        self.bodies.get(&message.file).cloned().unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
     pub fn create_folder(&mut self, name: &str, now: DateTime<Utc>) -> Result<(), MailboxError> {
@@ -178,9 +152,7 @@ impl Mailbox {
         if self.index.folders.contains_key(&name) {
             return Err(MailboxError::FolderExists(name));
         }
-        self.index
-            .folders
-            .insert(name, Folder::new(initial_uidvalidity(now)));
+        self.index.folders.insert(name, Folder::new(initial_uidvalidity(now)));
         self.commit()
     }
 
@@ -189,11 +161,7 @@ impl Mailbox {
         if name == INBOX {
             return Err(MailboxError::InvalidName(name));
         }
-        let folder = self
-            .index
-            .folders
-            .remove(&name)
-            .ok_or(MailboxError::NoFolder(name))?;
+        let folder = self.index.folders.remove(&name).ok_or(MailboxError::NoFolder(name))?;
         self.commit()?;
         for message in folder.messages {
             self.remove_file(&message.file);
@@ -239,16 +207,10 @@ impl Mailbox {
         flags: &BTreeSet<String>,
     ) -> Result<(), MailboxError> {
         let folder = self.folder_mut(folder)?;
-        for message in folder
-            .messages
-            .iter_mut()
-            .filter(|message| uids.contains(&message.uid))
-        {
+        for message in folder.messages.iter_mut().filter(|message| uids.contains(&message.uid)) {
             match change {
                 FlagChange::Add => message.flags.extend(flags.iter().cloned()),
-                FlagChange::Remove => message
-                    .flags
-                    .retain(|flag| !flags.iter().any(|f| f.eq_ignore_ascii_case(flag))),
+                FlagChange::Remove => message.flags.retain(|flag| !flags.iter().any(|f| f.eq_ignore_ascii_case(flag))),
                 FlagChange::Replace => message.flags = flags.clone(),
             }
         }
@@ -271,17 +233,11 @@ impl Mailbox {
 
     /// Removes the messages of `folder` that have `\Deleted` and, when `only` is given, a
     /// UID in it. Returns the UIDs removed.
-    pub fn expunge(
-        &mut self,
-        folder: &str,
-        only: Option<&[u32]>,
-    ) -> Result<Vec<u32>, MailboxError> {
+    pub fn expunge(&mut self, folder: &str, only: Option<&[u32]>) -> Result<Vec<u32>, MailboxError> {
         let folder = self.folder_mut(folder)?;
         let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut folder.messages)
             .into_iter()
-            .partition(|message| {
-                message.has_flag("\\Deleted") && only.is_none_or(|uids| uids.contains(&message.uid))
-            });
+            .partition(|message| message.has_flag("\\Deleted") && only.is_none_or(|uids| uids.contains(&message.uid)));
         folder.messages = kept;
         self.commit()?;
         for message in &removed {
@@ -303,13 +259,8 @@ impl Mailbox {
         if !self.index.folders.contains_key(&target_name) {
             return Err(MailboxError::NoFolder(target_name));
         }
-        let selected: Vec<StoredMessage> = self
-            .folder_mut(source)?
-            .messages
-            .iter()
-            .filter(|message| uids.contains(&message.uid))
-            .cloned()
-            .collect();
+        let selected: Vec<StoredMessage> =
+            self.folder_mut(source)?.messages.iter().filter(|message| uids.contains(&message.uid)).cloned().collect();
 
         let mut copies = Vec::new();
         for message in &selected {
@@ -322,11 +273,7 @@ impl Mailbox {
             copies.push((message.uid, file));
         }
 
-        let target_folder = self
-            .index
-            .folders
-            .get_mut(&target_name)
-            .expect("checked above");
+        let target_folder = self.index.folders.get_mut(&target_name).expect("checked above");
         let mut pairs = Vec::new();
         for (message, (old_uid, file)) in selected.iter().zip(copies) {
             let new_uid = target_folder.uidnext;
@@ -346,9 +293,7 @@ impl Mailbox {
         let uidvalidity = target_folder.uidvalidity;
         if remove_source {
             let moved: BTreeSet<u32> = pairs.iter().map(|(old, _)| *old).collect();
-            self.folder_mut(source)?
-                .messages
-                .retain(|message| !moved.contains(&message.uid));
+            self.folder_mut(source)?.messages.retain(|message| !moved.contains(&message.uid));
         }
         self.commit()?;
         Ok((uidvalidity, pairs))
@@ -356,11 +301,7 @@ impl Mailbox {
 
     /// Gives `folder` a new UIDVALIDITY (the next one unless `value` is given) and renumbers
     /// its messages from UID 1, as a server does when it rebuilds a folder's index.
-    pub fn change_uidvalidity(
-        &mut self,
-        folder: &str,
-        value: Option<u32>,
-    ) -> Result<u32, MailboxError> {
+    pub fn change_uidvalidity(&mut self, folder: &str, value: Option<u32>) -> Result<u32, MailboxError> {
         let folder = self.folder_mut(folder)?;
         let uidvalidity = value.unwrap_or(folder.uidvalidity.wrapping_add(1)).max(1);
         folder.uidvalidity = uidvalidity;
@@ -374,10 +315,7 @@ impl Mailbox {
 
     fn folder_mut(&mut self, name: &str) -> Result<&mut Folder, MailboxError> {
         let name = Self::canonical_name(name);
-        self.index
-            .folders
-            .get_mut(&name)
-            .ok_or(MailboxError::NoFolder(name))
+        self.index.folders.get_mut(&name).ok_or(MailboxError::NoFolder(name))
     }
 
     fn write_file(&mut self, raw: &[u8]) -> Result<String, MailboxError> {
@@ -423,9 +361,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = Utc::now();
         let mut mailbox = Mailbox::load_or_create(dir.path().to_path_buf(), now).unwrap();
-        let (uidvalidity, uid) = mailbox
-            .append(INBOX, b"Subject: hi\r\n\r\nbody\r\n", BTreeSet::new(), now)
-            .unwrap();
+        let (uidvalidity, uid) = mailbox.append(INBOX, b"Subject: hi\r\n\r\nbody\r\n", BTreeSet::new(), now).unwrap();
         drop(mailbox);
 
         let mailbox = Mailbox::load_or_create(dir.path().to_path_buf(), now).unwrap();
@@ -441,26 +377,16 @@ mod tests {
         let now = Utc::now();
         let mut mailbox = Mailbox::load_or_create(dir.path().to_path_buf(), now).unwrap();
         for _ in 0..3 {
-            mailbox
-                .append(INBOX, b"x\r\n", BTreeSet::new(), now)
-                .unwrap();
+            mailbox.append(INBOX, b"x\r\n", BTreeSet::new(), now).unwrap();
         }
         let mut deleted = BTreeSet::new();
         deleted.insert("\\Deleted".to_string());
-        mailbox
-            .store_flags(INBOX, &[1], FlagChange::Add, &deleted)
-            .unwrap();
+        mailbox.store_flags(INBOX, &[1], FlagChange::Add, &deleted).unwrap();
         mailbox.expunge(INBOX, None).unwrap();
         let old = mailbox.folder(INBOX).unwrap().uidvalidity;
 
         let new = mailbox.change_uidvalidity(INBOX, None).unwrap();
-        let uids: Vec<u32> = mailbox
-            .folder(INBOX)
-            .unwrap()
-            .messages
-            .iter()
-            .map(|m| m.uid)
-            .collect();
+        let uids: Vec<u32> = mailbox.folder(INBOX).unwrap().messages.iter().map(|m| m.uid).collect();
         assert_ne!(new, old);
         assert_eq!(uids, vec![1, 2]);
     }

@@ -81,8 +81,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "nhsmail_sandbox=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "nhsmail_sandbox=info".into()),
         )
         .init();
 
@@ -91,9 +90,7 @@ async fn main() -> anyhow::Result<()> {
          imap_security, imap_starttls_port, ca_file, token_url, graph_url and control_url.",
         nhsmail_sandbox::number_ranges_help()
     );
-    let matches = <Args as clap::CommandFactory>::command()
-        .after_help(after_help)
-        .get_matches();
+    let matches = <Args as clap::CommandFactory>::command().after_help(after_help).get_matches();
     let args = <Args as clap::FromArgMatches>::from_arg_matches(&matches)?;
 
     let policy = Policy {
@@ -116,17 +113,10 @@ async fn main() -> anyhow::Result<()> {
         identity_port: args.identity_port,
         control_port: args.control_port,
     };
-    let sandbox = Sandbox::start(options)
-        .await
-        .context("failed to start the sandbox")?;
-    println!(
-        "{}",
-        serde_json::to_string(sandbox.info()).context("failed to encode the sandbox info")?
-    );
+    let sandbox = Sandbox::start(options).await.context("failed to start the sandbox")?;
+    println!("{}", serde_json::to_string(sandbox.info()).context("failed to encode the sandbox info")?);
 
-    wait_for_signal()
-        .await
-        .context("failed to listen for signals")?;
+    wait_for_signal().await.context("failed to listen for signals")?;
     tracing::info!("stopping on signal");
     sandbox.shutdown().await;
     Ok(())

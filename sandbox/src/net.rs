@@ -36,11 +36,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: Box<dyn Stream>, tls: bool, peer: SocketAddr) -> Conn {
-        Conn {
-            io: BufReader::new(stream),
-            tls,
-            peer,
-        }
+        Conn { io: BufReader::new(stream), tls, peer }
     }
 
     /// Accepts a TLS handshake on a new connection (implicit TLS).
@@ -82,11 +78,7 @@ impl Conn {
 
     /// Appends one line to `line`, stripping its end. Cancelling this future keeps the
     /// octets read so far in `line`, so IDLE can call it again inside `select!`.
-    pub async fn read_line_into(
-        &mut self,
-        line: &mut Vec<u8>,
-        max: usize,
-    ) -> Result<(), ConnError> {
+    pub async fn read_line_into(&mut self, line: &mut Vec<u8>, max: usize) -> Result<(), ConnError> {
         loop {
             let room = (max + 1).saturating_sub(line.len()) as u64;
             let read = (&mut self.io).take(room).read_until(b'\n', line).await?;
@@ -112,10 +104,7 @@ impl Conn {
         let mut rest = Vec::new();
         loop {
             rest.clear();
-            let read = (&mut self.io)
-                .take(64 * 1024)
-                .read_until(b'\n', &mut rest)
-                .await?;
+            let read = (&mut self.io).take(64 * 1024).read_until(b'\n', &mut rest).await?;
             if read == 0 {
                 return Err(ConnError::Closed);
             }
@@ -126,11 +115,7 @@ impl Conn {
     }
 
     /// Reads exactly `len` octets, for an IMAP literal.
-    pub async fn read_exact(
-        &mut self,
-        len: usize,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, ConnError> {
+    pub async fn read_exact(&mut self, len: usize, timeout: Duration) -> Result<Vec<u8>, ConnError> {
         let mut bytes = vec![0; len];
         tokio::time::timeout(timeout, self.io.read_exact(&mut bytes))
             .await

@@ -11,47 +11,30 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     #[error("failed to write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("failed to read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid JSON in {path}: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, source: serde_json::Error },
 }
 
 /// Replaces `path` with `bytes` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
-    let write_error = |source| PersistError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let write_error = |source| PersistError::Write { path: path.to_path_buf(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
     temp.write_all(bytes).map_err(write_error)?;
     temp.as_file().sync_all().map_err(write_error)?;
-    temp.persist(path)
-        .map_err(|error| write_error(error.error))?;
+    temp.persist(path).map_err(|error| write_error(error.error))?;
 
     // The rename is durable only once the directory entry is on disk too.
-    fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(write_error)
+    fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(write_error)
 }
 
 /// Serialises `value` as pretty JSON into `path` atomically.
 pub fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PersistError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| PersistError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| PersistError::Json { path: path.to_path_buf(), source })?;
     write_atomic(path, &bytes)
 }
 
@@ -61,16 +44,8 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, PersistE
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(PersistError::Read {
-                path: path.to_path_buf(),
-                source,
-            });
+            return Err(PersistError::Read { path: path.to_path_buf(), source });
         }
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|source| PersistError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+    serde_json::from_slice(&bytes).map(Some).map_err(|source| PersistError::Json { path: path.to_path_buf(), source })
 }

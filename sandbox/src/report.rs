@@ -34,21 +34,12 @@ pub enum DsnKind {
 }
 
 /// Composes a DSN about `text` for `account`, dated `at`.
-pub fn delivery_status_notification(
-    text: &SubmittedText,
-    account: &str,
-    kind: DsnKind,
-    at: DateTime<Utc>,
-) -> Vec<u8> {
+pub fn delivery_status_notification(text: &SubmittedText, account: &str, kind: DsnKind, at: DateTime<Utc>) -> Vec<u8> {
     let (subject, status_word, human, fields) = match kind {
         DsnKind::Delivered => (
             format!("Delivered: SMS to {}", text.number),
             "delivered",
-            format!(
-                "Your text message to {} was delivered to the handset at {}.",
-                text.number,
-                at.to_rfc2822()
-            ),
+            format!("Your text message to {} was delivered to the handset at {}.", text.number, at.to_rfc2822()),
             "Action: delivered\r\nStatus: 2.0.0\r\n".to_string(),
         ),
         DsnKind::Delayed { retry_until } => (
@@ -84,9 +75,7 @@ pub fn delivery_status_notification(
     let message_id = new_message_id("report");
 
     let mut out = String::new();
-    out.push_str(&format!(
-        "From: NHSmail SMS Gateway <{GATEWAY_ADDRESS}>\r\n"
-    ));
+    out.push_str(&format!("From: NHSmail SMS Gateway <{GATEWAY_ADDRESS}>\r\n"));
     out.push_str(&format!("To: <{account}>\r\n"));
     out.push_str(&format!("Subject: {subject}\r\n"));
     out.push_str(&format!("Date: {}\r\n", at.to_rfc2822()));
@@ -116,10 +105,7 @@ pub fn delivery_status_notification(
     out.push_str(&format!("--{boundary}\r\n"));
     out.push_str("Content-Type: message/delivery-status\r\n\r\n");
     out.push_str(&format!("Reporting-MTA: dns; {GATEWAY_DOMAIN}\r\n"));
-    out.push_str(&format!(
-        "Arrival-Date: {}\r\n\r\n",
-        text.submitted_at.to_rfc2822()
-    ));
+    out.push_str(&format!("Arrival-Date: {}\r\n\r\n", text.submitted_at.to_rfc2822()));
     out.push_str(&format!("Original-Recipient: rfc822;{}\r\n", text.address));
     out.push_str(&format!("Final-Recipient: rfc822;{}\r\n", text.address));
     out.push_str(&fields);
@@ -134,12 +120,7 @@ pub fn delivery_status_notification(
 }
 
 /// Composes a patient's reply `body` to `text`, from the number it was sent to.
-pub fn patient_reply(
-    text: &SubmittedText,
-    account: &str,
-    body: &str,
-    at: DateTime<Utc>,
-) -> Vec<u8> {
+pub fn patient_reply(text: &SubmittedText, account: &str, body: &str, at: DateTime<Utc>) -> Vec<u8> {
     let subject = match &text.subject {
         Some(subject) if !subject.is_empty() => format!("Re: {subject}"),
         _ => format!("SMS reply from {}", text.number),
@@ -184,42 +165,26 @@ mod tests {
             text: "Your appointment is at 10:00".to_string(),
             message_id: "<abc@example.org>".to_string(),
             subject: None,
-            original_headers: "From: practice.sms@example.org\r\nMessage-ID: <abc@example.org>"
-                .to_string(),
+            original_headers: "From: practice.sms@example.org\r\nMessage-ID: <abc@example.org>".to_string(),
             submitted_at: Utc::now(),
         }
     }
 
     #[test]
     fn receipt_parses_as_delivery_report() {
-        let raw = delivery_status_notification(
-            &text(),
-            "practice.sms@example.org",
-            DsnKind::Delivered,
-            Utc::now(),
-        );
+        let raw = delivery_status_notification(&text(), "practice.sms@example.org", DsnKind::Delivered, Utc::now());
         let message = mail_parser::MessageParser::default().parse(&raw).unwrap();
         let content_type = message.content_type().unwrap();
         assert_eq!(content_type.subtype(), Some("report"));
-        assert_eq!(
-            content_type.attribute("report-type"),
-            Some("delivery-status")
-        );
+        assert_eq!(content_type.attribute("report-type"), Some("delivery-status"));
         assert_eq!(message.in_reply_to().as_text(), Some("abc@example.org"));
     }
 
     #[test]
     fn failure_report_carries_original_headers() {
-        let raw = delivery_status_notification(
-            &text(),
-            "practice.sms@example.org",
-            DsnKind::Failed,
-            Utc::now(),
-        );
+        let raw = delivery_status_notification(&text(), "practice.sms@example.org", DsnKind::Failed, Utc::now());
         let raw = String::from_utf8(raw).unwrap();
         let attached = raw.split("text/rfc822-headers\r\n\r\n").nth(1).unwrap();
-        assert!(
-            attached.starts_with("From: practice.sms@example.org\r\nMessage-ID: <abc@example.org>")
-        );
+        assert!(attached.starts_with("From: practice.sms@example.org\r\nMessage-ID: <abc@example.org>"));
     }
 }

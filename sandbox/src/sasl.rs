@@ -39,9 +39,7 @@ impl fmt::Debug for Credentials {
 impl Credentials {
     pub fn username(&self) -> &str {
         match self {
-            Credentials::Password { username, .. } | Credentials::Token { username, .. } => {
-                username
-            }
+            Credentials::Password { username, .. } | Credentials::Token { username, .. } => username,
         }
     }
 }
@@ -73,10 +71,7 @@ pub fn decode_plain(encoded: &[u8]) -> Result<Credentials, SaslError> {
     if username.is_empty() || (!authzid.is_empty() && !authzid.eq_ignore_ascii_case(username)) {
         return Err(SaslError::Malformed("PLAIN"));
     }
-    Ok(Credentials::Password {
-        username: username.to_string(),
-        password: password.to_string(),
-    })
+    Ok(Credentials::Password { username: username.to_string(), password: password.to_string() })
 }
 
 /// Decodes an XOAUTH2 initial response.
@@ -88,9 +83,7 @@ pub fn decode_xoauth2(encoded: &[u8]) -> Result<Credentials, SaslError> {
         if let Some(value) = field.strip_prefix("user=") {
             username = Some(value);
         } else if let Some(value) = field.strip_prefix("auth=") {
-            let (scheme, value) = value
-                .split_once(' ')
-                .ok_or(SaslError::Malformed("XOAUTH2"))?;
+            let (scheme, value) = value.split_once(' ').ok_or(SaslError::Malformed("XOAUTH2"))?;
             if !scheme.eq_ignore_ascii_case("Bearer") {
                 return Err(SaslError::Malformed("XOAUTH2"));
             }
@@ -99,10 +92,7 @@ pub fn decode_xoauth2(encoded: &[u8]) -> Result<Credentials, SaslError> {
     }
     match (username, token) {
         (Some(username), Some(token)) if !username.is_empty() && !token.is_empty() => {
-            Ok(Credentials::Token {
-                username: username.to_string(),
-                token: token.to_string(),
-            })
+            Ok(Credentials::Token { username: username.to_string(), token: token.to_string() })
         }
         _ => Err(SaslError::Malformed("XOAUTH2")),
     }
@@ -111,9 +101,7 @@ pub fn decode_xoauth2(encoded: &[u8]) -> Result<Credentials, SaslError> {
 /// The base64 JSON challenge an XOAUTH2 server sends after a rejected token; the client
 /// replies with an empty line and the server then fails the exchange.
 pub fn xoauth2_error_challenge() -> String {
-    encode(
-        r#"{"status":"401","schemes":"bearer","scope":"https://outlook.office365.com/.default"}"#,
-    )
+    encode(r#"{"status":"401","schemes":"bearer","scope":"https://outlook.office365.com/.default"}"#)
 }
 
 #[cfg(test)]
@@ -123,9 +111,7 @@ mod tests {
     #[test]
     fn plain_decodes_user_and_password() {
         let encoded = encode("\0practice.sms@example.org\0secret-Password-1");
-        let Credentials::Password { username, password } =
-            decode_plain(encoded.as_bytes()).unwrap()
-        else {
+        let Credentials::Password { username, password } = decode_plain(encoded.as_bytes()).unwrap() else {
             panic!("expected a password");
         };
         assert_eq!(username, "practice.sms@example.org");
@@ -135,17 +121,13 @@ mod tests {
     #[test]
     fn plain_rejects_other_authzid() {
         let encoded = encode("boss@example.org\0practice.sms@example.org\0pw");
-        assert_eq!(
-            decode_plain(encoded.as_bytes()).unwrap_err(),
-            SaslError::Malformed("PLAIN")
-        );
+        assert_eq!(decode_plain(encoded.as_bytes()).unwrap_err(), SaslError::Malformed("PLAIN"));
     }
 
     #[test]
     fn xoauth2_decodes_user_and_token() {
         let encoded = encode("user=practice.sms@example.org\x01auth=Bearer abc.def\x01\x01");
-        let Credentials::Token { username, token } = decode_xoauth2(encoded.as_bytes()).unwrap()
-        else {
+        let Credentials::Token { username, token } = decode_xoauth2(encoded.as_bytes()).unwrap() else {
             panic!("expected a token");
         };
         assert_eq!(username, "practice.sms@example.org");
@@ -155,9 +137,6 @@ mod tests {
     #[test]
     fn xoauth2_rejects_missing_token() {
         let encoded = encode("user=practice.sms@example.org\x01\x01");
-        assert_eq!(
-            decode_xoauth2(encoded.as_bytes()).unwrap_err(),
-            SaslError::Malformed("XOAUTH2")
-        );
+        assert_eq!(decode_xoauth2(encoded.as_bytes()).unwrap_err(), SaslError::Malformed("XOAUTH2"));
     }
 }

@@ -80,19 +80,11 @@ struct Session {
 
 impl Session {
     fn new(conn: Conn, shared: Arc<Shared>) -> Session {
-        Session {
-            conn: Some(conn),
-            shared,
-            greeted: false,
-            authenticated: false,
-            envelope: None,
-        }
+        Session { conn: Some(conn), shared, greeted: false, authenticated: false, envelope: None }
     }
 
     fn conn(&mut self) -> &mut Conn {
-        self.conn
-            .as_mut()
-            .expect("connection present until the session ends")
+        self.conn.as_mut().expect("connection present until the session ends")
     }
 
     async fn reply(&mut self, text: &str) -> Result<(), SessionEnd> {
@@ -115,10 +107,7 @@ impl Session {
     }
 
     async fn run(&mut self) -> Result<(), SessionEnd> {
-        let greeting = format!(
-            "220 {} ESMTP nhsmail-sandbox ready",
-            self.shared.settings.hostname
-        );
+        let greeting = format!("220 {} ESMTP nhsmail-sandbox ready", self.shared.settings.hostname);
         self.reply(&greeting).await?;
         loop {
             let line = match self.conn().read_line(MAX_AUTH_LINE, COMMAND_TIMEOUT).await {
@@ -128,8 +117,7 @@ impl Session {
                     continue;
                 }
                 Err(ConnError::TimedOut(_)) => {
-                    self.reply("421 4.4.2 Idle too long, closing connection")
-                        .await?;
+                    self.reply("421 4.4.2 Idle too long, closing connection").await?;
                     return Ok(());
                 }
                 Err(error) => return Err(error.into()),
@@ -163,8 +151,7 @@ impl Session {
                 "NOOP" => self.reply("250 2.0.0 OK").await?,
                 "VRFY" => self.reply("252 2.5.0 Cannot VRFY user").await?,
                 "QUIT" => {
-                    self.reply("221 2.0.0 Service closing transmission channel")
-                        .await?;
+                    self.reply("221 2.0.0 Service closing transmission channel").await?;
                     return Ok(());
                 }
                 _ => self.reply("500 5.5.2 Command unrecognised").await?,
@@ -174,9 +161,7 @@ impl Session {
 
     async fn ehlo(&mut self, args: &str) -> Result<(), SessionEnd> {
         if args.is_empty() {
-            return self
-                .reply("501 5.5.4 EHLO requires a domain or address")
-                .await;
+            return self.reply("501 5.5.4 EHLO requires a domain or address").await;
         }
         self.greeted = true;
         self.envelope = None;
@@ -223,9 +208,7 @@ impl Session {
 
     async fn auth(&mut self, args: &str) -> Result<(), SessionEnd> {
         if !self.conn().tls {
-            return self
-                .reply("530 5.7.0 Must issue a STARTTLS command first")
-                .await;
+            return self.reply("530 5.7.0 Must issue a STARTTLS command first").await;
         }
         if !self.greeted {
             return self.reply("503 5.5.1 Send EHLO first").await;
@@ -234,15 +217,10 @@ impl Session {
             return self.reply("503 5.5.1 Already authenticated").await;
         }
         if self.envelope.is_some() {
-            return self
-                .reply("503 5.5.1 AUTH not allowed during a mail transaction")
-                .await;
+            return self.reply("503 5.5.1 AUTH not allowed during a mail transaction").await;
         }
         let (mechanism, initial) = match args.split_once(' ') {
-            Some((mechanism, initial)) => (
-                mechanism.to_ascii_uppercase(),
-                Some(initial.trim().to_string()),
-            ),
+            Some((mechanism, initial)) => (mechanism.to_ascii_uppercase(), Some(initial.trim().to_string())),
             None => (args.to_ascii_uppercase(), None),
         };
 
@@ -254,21 +232,14 @@ impl Session {
                 sasl::decode_plain(response.as_bytes())
             }
             "LOGIN" => {
-                let Some(username) = self
-                    .sasl_response(initial, &sasl::encode("Username:"))
-                    .await?
-                else {
+                let Some(username) = self.sasl_response(initial, &sasl::encode("Username:")).await? else {
                     return self.reply("501 5.7.0 Authentication cancelled").await;
                 };
-                let Some(password) = self.sasl_response(None, &sasl::encode("Password:")).await?
-                else {
+                let Some(password) = self.sasl_response(None, &sasl::encode("Password:")).await? else {
                     return self.reply("501 5.7.0 Authentication cancelled").await;
                 };
                 sasl::decode_text(username.as_bytes()).and_then(|username| {
-                    Ok(Credentials::Password {
-                        username,
-                        password: sasl::decode_text(password.as_bytes())?,
-                    })
+                    Ok(Credentials::Password { username, password: sasl::decode_text(password.as_bytes())? })
                 })
             }
             "XOAUTH2" => {
@@ -278,22 +249,16 @@ impl Session {
                 sasl::decode_xoauth2(response.as_bytes())
             }
             _ => {
-                return self
-                    .reply("504 5.5.4 Unrecognised authentication type")
-                    .await;
+                return self.reply("504 5.5.4 Unrecognised authentication type").await;
             }
         };
         let credentials = match credentials {
             Ok(credentials) => credentials,
             Err(SaslError::Base64 | SaslError::Utf8) => {
-                return self
-                    .reply("501 5.5.2 Cannot decode the SASL response")
-                    .await;
+                return self.reply("501 5.5.2 Cannot decode the SASL response").await;
             }
             Err(SaslError::Malformed(_)) => {
-                return self
-                    .reply("535 5.7.8 Authentication unsuccessful: malformed response")
-                    .await;
+                return self.reply("535 5.7.8 Authentication unsuccessful: malformed response").await;
             }
         };
 
@@ -306,11 +271,8 @@ impl Session {
                 // The XOAUTH2 convention: a JSON challenge, the client's empty line, then 535.
                 let challenge = format!("334 {}", sasl::xoauth2_error_challenge());
                 self.reply(&challenge).await?;
-                self.conn()
-                    .read_line(MAX_AUTH_LINE, COMMAND_TIMEOUT)
-                    .await?;
-                self.reply("535 5.7.3 Authentication unsuccessful: invalid or expired access token")
-                    .await
+                self.conn().read_line(MAX_AUTH_LINE, COMMAND_TIMEOUT).await?;
+                self.reply("535 5.7.3 Authentication unsuccessful: invalid or expired access token").await
             }
             Err(error) => {
                 let reply = format!("535 5.7.8 Authentication unsuccessful: {error}");
@@ -321,19 +283,12 @@ impl Session {
 
     /// Returns the initial response, or sends a 334 with `prompt` and reads the client's
     /// line; `None` when the client cancels with "*".
-    async fn sasl_response(
-        &mut self,
-        initial: Option<String>,
-        prompt: &str,
-    ) -> Result<Option<String>, SessionEnd> {
+    async fn sasl_response(&mut self, initial: Option<String>, prompt: &str) -> Result<Option<String>, SessionEnd> {
         let response = match initial {
             Some(initial) => initial,
             None => {
                 self.reply(&format!("334 {prompt}")).await?;
-                let line = self
-                    .conn()
-                    .read_line(MAX_AUTH_LINE, COMMAND_TIMEOUT)
-                    .await?;
+                let line = self.conn().read_line(MAX_AUTH_LINE, COMMAND_TIMEOUT).await?;
                 String::from_utf8_lossy(&line).into_owned()
             }
         };
@@ -361,33 +316,20 @@ impl Session {
         }
         let declared_size = parameters
             .iter()
-            .find_map(|parameter| {
-                parameter
-                    .to_ascii_uppercase()
-                    .strip_prefix("SIZE=")
-                    .map(str::to_string)
-            })
+            .find_map(|parameter| parameter.to_ascii_uppercase().strip_prefix("SIZE=").map(str::to_string))
             .and_then(|size| size.parse::<usize>().ok());
         if declared_size.is_some_and(|size| size > self.shared.settings.max_message_size) {
-            return self
-                .reply("552 5.3.4 Message size exceeds fixed maximum message size")
-                .await;
+            return self.reply("552 5.3.4 Message size exceeds fixed maximum message size").await;
         }
         if let Some(reply) = self.injected_reply(SmtpStage::Mail) {
             return self.reply(&reply).await;
         }
-        self.envelope = Some(Envelope {
-            recipients: Vec::new(),
-        });
+        self.envelope = Some(Envelope { recipients: Vec::new() });
         self.reply("250 2.1.0 Sender OK").await
     }
 
     async fn rcpt(&mut self, args: &str) -> Result<(), SessionEnd> {
-        let Some(recipient_count) = self
-            .envelope
-            .as_ref()
-            .map(|envelope| envelope.recipients.len())
-        else {
+        let Some(recipient_count) = self.envelope.as_ref().map(|envelope| envelope.recipients.len()) else {
             return self.reply("503 5.5.1 Need MAIL command first").await;
         };
         let Some((address, _)) = parse_path(args, "TO:") else {
@@ -412,8 +354,7 @@ impl Session {
                     RecipientError::NotGateway(_) => "550 5.7.1",
                     RecipientError::InvalidNumber(_) => "550 5.1.1",
                 };
-                self.reply(&format!("{code} Recipient rejected: {error}"))
-                    .await
+                self.reply(&format!("{code} Recipient rejected: {error}")).await
             }
         }
     }
@@ -423,9 +364,7 @@ impl Session {
         let faults = &self.shared.faults;
         if let Some(fault) = faults.take(FaultKind::Smtp4xx, Some(stage)) {
             self.shared.counters.fault_fired(fault.kind.name());
-            return Some(
-                "451 4.3.2 System not accepting messages now (injected fault)".to_string(),
-            );
+            return Some("451 4.3.2 System not accepting messages now (injected fault)".to_string());
         }
         if let Some(fault) = faults.take(FaultKind::Smtp5xx, Some(stage)) {
             self.shared.counters.fault_fired(fault.kind.name());
@@ -444,24 +383,15 @@ impl Session {
         if envelope.recipients.is_empty() {
             return self.reply("554 5.5.1 No valid recipients").await;
         }
-        let drop_before_dot = self
-            .shared
-            .faults
-            .take(FaultKind::SmtpDropBeforeDot, None)
-            .is_some();
-        self.reply("354 Start mail input; end with <CRLF>.<CRLF>")
-            .await?;
+        let drop_before_dot = self.shared.faults.take(FaultKind::SmtpDropBeforeDot, None).is_some();
+        self.reply("354 Start mail input; end with <CRLF>.<CRLF>").await?;
 
         let max_size = self.shared.settings.max_message_size;
         let mut message = Vec::new();
         let mut line_too_long = false;
         let mut too_big = false;
         loop {
-            let line = match self
-                .conn()
-                .read_line(MAX_TEXT_LINE - 2, COMMAND_TIMEOUT)
-                .await
-            {
+            let line = match self.conn().read_line(MAX_TEXT_LINE - 2, COMMAND_TIMEOUT).await {
                 Ok(line) => line,
                 Err(ConnError::LineTooLong(_)) => {
                     line_too_long = true;
@@ -487,49 +417,32 @@ impl Session {
 
         let envelope = self.envelope.take().expect("checked above");
         if too_big {
-            return self
-                .reply("552 5.3.4 Message size exceeds fixed maximum message size")
-                .await;
+            return self.reply("552 5.3.4 Message size exceeds fixed maximum message size").await;
         }
         if line_too_long {
-            return self
-                .reply("554 5.6.0 Message has a line longer than 998 characters")
-                .await;
+            return self.reply("554 5.6.0 Message has a line longer than 998 characters").await;
         }
         if let Some(reply) = self.injected_reply(SmtpStage::Data) {
             return self.reply(&reply).await;
         }
 
         let queue_id = self.accept_message(&message, envelope.recipients);
-        if self
-            .shared
-            .faults
-            .take(FaultKind::SmtpDropAfterDot, None)
-            .is_some()
-        {
+        if self.shared.faults.take(FaultKind::SmtpDropAfterDot, None).is_some() {
             return Err(self.drop_connection(FaultKind::SmtpDropAfterDot).await);
         }
-        self.reply(&format!("250 2.0.0 OK queued as {queue_id}"))
-            .await
+        self.reply(&format!("250 2.0.0 OK queued as {queue_id}")).await
     }
 
     /// Hands each recipient's text to the gateway and returns a queue identifier.
     fn accept_message(&self, message: &[u8], recipients: Vec<(String, String)>) -> String {
         let parsed = mail_parser::MessageParser::default().parse(message);
-        let subject = parsed
-            .as_ref()
-            .and_then(|m| m.subject())
-            .map(str::to_string);
+        let subject = parsed.as_ref().and_then(|m| m.subject()).map(str::to_string);
         let body = parsed
             .as_ref()
             .and_then(|m| m.body_text(0))
             .map(|text| text.replace("\r\n", "\n").trim().to_string())
             .unwrap_or_default();
-        let text = if body.is_empty() {
-            subject.clone().unwrap_or_default()
-        } else {
-            body
-        };
+        let text = if body.is_empty() { subject.clone().unwrap_or_default() } else { body };
         let message_id = parsed
             .as_ref()
             .and_then(|m| m.message_id())

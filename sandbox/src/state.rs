@@ -68,15 +68,11 @@ impl Shared {
     // NOTE: changes are saved with fsync while the lock is held, on the async workers;
     // that is fine for one account's traffic but would stall a busy server.
     pub fn account(&self) -> MutexGuard<'_, Account> {
-        self.account
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.account.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn mailbox(&self) -> MutexGuard<'_, Mailbox> {
-        self.mailbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.mailbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn username(&self) -> String {
@@ -84,30 +80,17 @@ impl Shared {
     }
 
     pub fn record_sent(&self, text: SentText) {
-        self.sent
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(text);
+        self.sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(text);
     }
 
     /// Returns every text accepted so far, each with how many times its Message-ID was sent.
     pub fn sent_texts(&self) -> Vec<(SentText, usize)> {
-        let sent = self
-            .sent
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sent = self.sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut counts: HashMap<(&str, &str), usize> = HashMap::new();
         for text in sent.iter() {
             *counts.entry((&text.message_id, &text.number)).or_default() += 1;
         }
-        sent.iter()
-            .map(|text| {
-                (
-                    text.clone(),
-                    counts[&(text.message_id.as_str(), text.number.as_str())],
-                )
-            })
-            .collect()
+        sent.iter().map(|text| (text.clone(), counts[&(text.message_id.as_str(), text.number.as_str())])).collect()
     }
 }
 
@@ -138,9 +121,6 @@ impl Shared {
 
 impl Shared {
     pub fn clear_sent(&self) {
-        self.sent
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
+        self.sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
     }
 }

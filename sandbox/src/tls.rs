@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
@@ -23,10 +23,7 @@ pub enum TlsError {
     #[error(transparent)]
     Persist(#[from] PersistError),
     #[error("invalid PEM in {path}: {source}")]
-    Pem {
-        path: PathBuf,
-        source: rustls_pki_types::pem::Error,
-    },
+    Pem { path: PathBuf, source: rustls_pki_types::pem::Error },
     #[error("invalid server certificate or key: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -65,33 +62,22 @@ pub fn load_or_generate(dir: &Path) -> Result<TlsIdentity, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    Ok(TlsIdentity {
-        ca_file,
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    })
+    Ok(TlsIdentity { ca_file, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
 }
 
 fn generate(ca_file: &Path, cert_file: &Path, key_file: &Path) -> Result<(), TlsError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name = DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "nhsmail-sandbox local CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.distinguished_name.push(DnType::CommonName, "nhsmail-sandbox local CA");
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
 
-    let mut server_params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    let mut server_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
     server_params.distinguished_name = DistinguishedName::new();
-    server_params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
+    server_params.distinguished_name.push(DnType::CommonName, "localhost");
     server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     // OpenSSL 3's strict verification, the default in Python 3.13, wants this extension.

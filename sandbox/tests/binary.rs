@@ -35,11 +35,7 @@ async fn start_binary(state_dir: &std::path::Path) -> (Child, String) {
 /// Sends SIGTERM to the child and returns whether it exited successfully.
 async fn terminate(mut child: Child) -> bool {
     let pid = child.id().expect("child is running").to_string();
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill runs");
     assert!(sent.success(), "kill -TERM {pid} failed");
     let status = tokio::time::timeout(START_TIMEOUT, child.wait())
         .await
@@ -67,10 +63,7 @@ async fn info_line_has_required_keys() {
         assert!(info.get(key).is_some(), "{key} missing from {line}");
     }
     assert_eq!(info["imap_security"], "tls");
-    assert!(
-        terminate(child).await,
-        "the sandbox exited with an error on SIGTERM"
-    );
+    assert!(terminate(child).await, "the sandbox exited with an error on SIGTERM");
 }
 
 #[tokio::test]
@@ -78,10 +71,7 @@ async fn graph_url_ends_with_version() {
     let dir = tempfile::tempdir().unwrap();
     let (child, line) = start_binary(dir.path()).await;
     let info: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert!(
-        info["graph_url"].as_str().unwrap().ends_with("/v1.0"),
-        "{line}"
-    );
+    assert!(info["graph_url"].as_str().unwrap().ends_with("/v1.0"), "{line}");
     terminate(child).await;
 }
 

@@ -9,10 +9,7 @@ use std::time::Duration;
 use nhsmail_sandbox::{Sandbox, SandboxOptions};
 
 fn options() -> SandboxOptions {
-    SandboxOptions {
-        receipt_delay: Duration::from_millis(100),
-        ..SandboxOptions::default()
-    }
+    SandboxOptions { receipt_delay: Duration::from_millis(100), ..SandboxOptions::default() }
 }
 
 async fn run_case_with(case: &str, options: SandboxOptions) {
@@ -99,9 +96,6 @@ python_cases! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_oversized_message_refused() {
-    let options = SandboxOptions {
-        max_message_size: 2000,
-        ..options()
-    };
+    let options = SandboxOptions { max_message_size: 2000, ..options() };
     run_case_with("smtp_oversized_message_refused", options).await;
 }

@@ -25,16 +25,10 @@ pub enum ImapError {
     Config(#[from] ConfigError),
 
     #[error("imap connection to {server} failed: {source}")]
-    Connect {
-        server: String,
-        source: std::io::Error,
-    },
+    Connect { server: String, source: std::io::Error },
 
     #[error("tls handshake with imap server {server} failed: {source}")]
-    TlsHandshake {
-        server: String,
-        source: std::io::Error,
-    },
+    TlsHandshake { server: String, source: std::io::Error },
 
     #[error("imap server {server} refused the session: {greeting}")]
     Greeting { server: String, greeting: String },
@@ -46,32 +40,16 @@ pub enum ImapError {
     StartTlsInjection { server: String },
 
     #[error("imap server {server} rejected the login for {username}: {response}")]
-    LoginRejected {
-        server: String,
-        username: String,
-        response: String,
-    },
+    LoginRejected { server: String, username: String, response: String },
 
     #[error("imap server {server} cannot log in {username} for now: {response}")]
-    LoginUnavailable {
-        server: String,
-        username: String,
-        response: String,
-    },
+    LoginUnavailable { server: String, username: String, response: String },
 
     #[error("imap {command} on {server} timed out after {} ms", after.as_millis())]
-    Timeout {
-        server: String,
-        command: &'static str,
-        after: Duration,
-    },
+    Timeout { server: String, command: &'static str, after: Duration },
 
     #[error("imap {command} on {server} failed: {source}")]
-    Command {
-        server: String,
-        command: &'static str,
-        source: async_imap::error::Error,
-    },
+    Command { server: String, command: &'static str, source: async_imap::error::Error },
 
     #[error("imap mailbox {mailbox:?} on {server} reported no UIDVALIDITY")]
     MissingUidValidity { server: String, mailbox: String },
@@ -92,9 +70,9 @@ impl ImapError {
             | Self::Timeout { .. }
             | Self::SessionBroken { .. } => ImapErrorKind::Transient,
             Self::LoginRejected { .. } => ImapErrorKind::Auth,
-            Self::StartTlsRefused { .. }
-            | Self::StartTlsInjection { .. }
-            | Self::MissingUidValidity { .. } => ImapErrorKind::Protocol,
+            Self::StartTlsRefused { .. } | Self::StartTlsInjection { .. } | Self::MissingUidValidity { .. } => {
+                ImapErrorKind::Protocol
+            }
             Self::Command { source, .. } => classify_command_error(source),
         }
     }
@@ -115,11 +93,7 @@ mod tests {
     use super::*;
 
     fn command_error(source: async_imap::error::Error) -> ImapError {
-        ImapError::Command {
-            server: "imap.example.org:993".to_owned(),
-            command: "SELECT",
-            source,
-        }
+        ImapError::Command { server: "imap.example.org:993".to_owned(), command: "SELECT", source }
     }
 
     #[test]
@@ -140,9 +114,7 @@ mod tests {
 
     #[test]
     fn no_reply_is_protocol() {
-        let error = command_error(async_imap::error::Error::No(
-            "Mailbox doesn't exist".to_owned(),
-        ));
+        let error = command_error(async_imap::error::Error::No("Mailbox doesn't exist".to_owned()));
 
         assert_eq!(error.kind(), ImapErrorKind::Protocol);
     }
@@ -156,9 +128,6 @@ mod tests {
         };
 
         assert_eq!(error.kind(), ImapErrorKind::Auth);
-        assert!(
-            error.to_string().contains("practice@example.org"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("practice@example.org"), "{error}");
     }
 }

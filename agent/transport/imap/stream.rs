@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
-};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -41,11 +39,7 @@ impl fmt::Debug for ImapStream {
 }
 
 impl AsyncRead for ImapStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
             Self::Tls(stream) => Pin::new(stream).poll_read(context, buffer),
@@ -54,11 +48,7 @@ impl AsyncRead for ImapStream {
 }
 
 impl AsyncWrite for ImapStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_write(context, buffer),
             Self::Tls(stream) => Pin::new(stream).poll_write(context, buffer),
@@ -91,10 +81,7 @@ pub(super) async fn handshake(
     let connect = TlsConnector::from(config).connect(name, tcp);
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(stream)) => Ok(ImapStream::Tls(Box::new(stream))),
-        Ok(Err(source)) => Err(ImapError::TlsHandshake {
-            server: server.to_owned(),
-            source,
-        }),
+        Ok(Err(source)) => Err(ImapError::TlsHandshake { server: server.to_owned(), source }),
         Err(_elapsed) => Err(timed_out(server, "tls handshake", timeout)),
     }
 }
@@ -104,19 +91,12 @@ pub(super) async fn handshake(
 ///
 /// Any byte buffered after the OK is an error: it arrived before encryption, so an attacker on
 /// the path could have injected it to be read later as if it came over TLS.
-pub(super) async fn starttls(
-    tcp: TcpStream,
-    server: &str,
-    timeout: Duration,
-) -> Result<TcpStream, ImapError> {
+pub(super) async fn starttls(tcp: TcpStream, server: &str, timeout: Duration) -> Result<TcpStream, ImapError> {
     let mut reader = BufReader::new(tcp);
 
     let greeting = read_line(&mut reader, server, "greeting", timeout).await?;
     if !starts_with_ignore_case(&greeting, "* OK") {
-        return Err(ImapError::Greeting {
-            server: server.to_owned(),
-            greeting,
-        });
+        return Err(ImapError::Greeting { server: server.to_owned(), greeting });
     }
 
     let command = format!("{STARTTLS_TAG} STARTTLS\r\n");
@@ -138,18 +118,13 @@ pub(super) async fn starttls(
             continue;
         }
         if !starts_with_ignore_case(&line[tagged.len()..], "OK") {
-            return Err(ImapError::StartTlsRefused {
-                server: server.to_owned(),
-                response: line,
-            });
+            return Err(ImapError::StartTlsRefused { server: server.to_owned(), response: line });
         }
         break;
     }
 
     if !reader.buffer().is_empty() {
-        return Err(ImapError::StartTlsInjection {
-            server: server.to_owned(),
-        });
+        return Err(ImapError::StartTlsInjection { server: server.to_owned() });
     }
     Ok(reader.into_inner())
 }
@@ -176,22 +151,13 @@ async fn read_line(
 }
 
 fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
-    text.get(..prefix.len())
-        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    text.get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 fn connection_lost(server: &str, command: &'static str, source: io::Error) -> ImapError {
-    ImapError::Command {
-        server: server.to_owned(),
-        command,
-        source: async_imap::error::Error::Io(source),
-    }
+    ImapError::Command { server: server.to_owned(), command, source: async_imap::error::Error::Io(source) }
 }
 
 fn timed_out(server: &str, command: &'static str, after: Duration) -> ImapError {
-    ImapError::Timeout {
-        server: server.to_owned(),
-        command,
-        after,
-    }
+    ImapError::Timeout { server: server.to_owned(), command, after }
 }

@@ -80,21 +80,13 @@ async fn start_peer(script: Script) -> Peer {
     Peer { address, commands }
 }
 
-async fn serve(
-    script: Script,
-    stream: TcpStream,
-    commands: Arc<Mutex<Vec<String>>>,
-) -> std::io::Result<()> {
+async fn serve(script: Script, stream: TcpStream, commands: Arc<Mutex<Vec<String>>>) -> std::io::Result<()> {
     let stream: Box<dyn Stream> = match &script.implicit_tls {
         Some(config) => Box::new(TlsAcceptor::from(Arc::clone(config)).accept(stream).await?),
         None => Box::new(stream),
     };
     let mut reader = BufReader::new(stream);
-    send(
-        &mut reader,
-        "* OK [CAPABILITY IMAP4rev1 STARTTLS] scripted peer ready\r\n",
-    )
-    .await?;
+    send(&mut reader, "* OK [CAPABILITY IMAP4rev1 STARTTLS] scripted peer ready\r\n").await?;
 
     loop {
         let mut line = String::new();
@@ -108,11 +100,7 @@ async fn serve(
             "UID" => format!("UID {}", words.get(1).unwrap_or(&"").to_ascii_uppercase()),
             other => other.to_owned(),
         };
-        let recorded = if command == "LOGIN" {
-            format!("{tag} LOGIN [redacted]")
-        } else {
-            line.clone()
-        };
+        let recorded = if command == "LOGIN" { format!("{tag} LOGIN [redacted]") } else { line.clone() };
         commands.lock().unwrap().push(recorded);
 
         if script.silent_command == Some(command.as_str()) {
@@ -134,12 +122,7 @@ async fn serve(
             }
             "LOGIN" => send(&mut reader, &format!("{tag} {}\r\n", script.login_reply)).await?,
             "SELECT" => {
-                let next = script
-                    .mailbox
-                    .iter()
-                    .map(|(uid, _)| uid + 1)
-                    .max()
-                    .unwrap_or(1);
+                let next = script.mailbox.iter().map(|(uid, _)| uid + 1).max().unwrap_or(1);
                 let reply = format!(
                     "* {} EXISTS\r\n* 0 RECENT\r\n* FLAGS (\\Seen \\Deleted)\r\n\
                      * OK [UIDVALIDITY {UIDVALIDITY}] UIDs valid\r\n\
@@ -153,12 +136,8 @@ async fn serve(
                 // words: UID SEARCH UID <from>:*
                 let from: u32 = words[3].trim_end_matches(":*").parse().unwrap();
                 let highest = script.mailbox.iter().map(|(uid, _)| *uid).max();
-                let mut found: Vec<u32> = script
-                    .mailbox
-                    .iter()
-                    .map(|(uid, _)| *uid)
-                    .filter(|uid| *uid >= from)
-                    .collect();
+                let mut found: Vec<u32> =
+                    script.mailbox.iter().map(|(uid, _)| *uid).filter(|uid| *uid >= from).collect();
                 // As real servers do: `n:*` always includes the highest UID.
                 if let Some(highest) = highest
                     && !found.contains(&highest)
@@ -166,10 +145,7 @@ async fn serve(
                     found.push(highest);
                 }
                 let list: Vec<String> = found.iter().map(ToString::to_string).collect();
-                let reply = format!(
-                    "* SEARCH {}\r\n{tag} OK Search completed\r\n",
-                    list.join(" ")
-                );
+                let reply = format!("* SEARCH {}\r\n{tag} OK Search completed\r\n", list.join(" "));
                 send(&mut reader, &reply.replace("SEARCH \r\n", "SEARCH\r\n")).await?;
             }
             "UID FETCH" => {
@@ -191,11 +167,7 @@ async fn serve(
                 send(&mut reader, &reply).await?;
             }
             "LOGOUT" => {
-                send(
-                    &mut reader,
-                    &format!("* BYE Logging out\r\n{tag} OK Logout completed\r\n"),
-                )
-                .await?;
+                send(&mut reader, &format!("* BYE Logging out\r\n{tag} OK Logout completed\r\n")).await?;
                 return Ok(());
             }
             _ => send(&mut reader, &format!("{tag} BAD Unknown command\r\n")).await?,
@@ -213,9 +185,7 @@ fn parse_uid_set(set: &str) -> Vec<u32> {
     let mut uids = Vec::new();
     for part in set.split(',') {
         match part.split_once(':') {
-            Some((start, end)) => {
-                uids.extend(start.parse::<u32>().unwrap()..=end.parse::<u32>().unwrap())
-            }
+            Some((start, end)) => uids.extend(start.parse::<u32>().unwrap()..=end.parse::<u32>().unwrap()),
             None => uids.push(part.parse().unwrap()),
         }
     }
@@ -224,27 +194,18 @@ fn parse_uid_set(set: &str) -> Vec<u32> {
 
 fn settings(peer: &Peer, security: Security) -> ImapSettings {
     ImapSettings {
-        endpoint: Endpoint {
-            host: "127.0.0.1".to_owned(),
-            port: peer.address.port(),
-            security,
-        },
+        endpoint: Endpoint { host: "127.0.0.1".to_owned(), port: peer.address.port(), security },
         tls: TlsSettings::default(),
         timeout: Duration::from_secs(5),
     }
 }
 
 fn credentials() -> Credentials {
-    Credentials {
-        username: "practice@example.org".to_owned(),
-        password: Secret::new(PASSWORD),
-    }
+    Credentials { username: "practice@example.org".to_owned(), password: Secret::new(PASSWORD) }
 }
 
 fn mail(number: u32) -> String {
-    format!(
-        "From: 07700900{number:03}@sms.example.org\r\nSubject: reply\r\n\r\nYes please {number}\r\n"
-    )
+    format!("From: 07700900{number:03}@sms.example.org\r\nSubject: reply\r\n\r\nYes please {number}\r\n")
 }
 
 fn stored(uids: &[u32]) -> Vec<StoredMail> {
@@ -253,22 +214,17 @@ fn stored(uids: &[u32]) -> Vec<StoredMail> {
 
 fn ca_file() -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(test_certificates::CA_PEM.as_bytes())
-        .unwrap();
+    file.write_all(test_certificates::CA_PEM.as_bytes()).unwrap();
     file
 }
 
 #[tokio::test]
 async fn login_no_is_auth() {
-    let peer = start_peer(Script {
-        login_reply: "NO [AUTHENTICATIONFAILED] Authentication failed.",
-        ..Script::default()
-    })
-    .await;
+    let peer =
+        start_peer(Script { login_reply: "NO [AUTHENTICATIONFAILED] Authentication failed.", ..Script::default() })
+            .await;
 
-    let error = ImapClient::connect(&settings(&peer, Security::Plain), &credentials())
-        .await
-        .unwrap_err();
+    let error = ImapClient::connect(&settings(&peer, Security::Plain), &credentials()).await.unwrap_err();
 
     assert_eq!(error.kind(), ImapErrorKind::Auth, "{error}");
     assert!(!error.to_string().contains(PASSWORD), "{error}");
@@ -277,63 +233,35 @@ async fn login_no_is_auth() {
 
 #[tokio::test]
 async fn login_unavailable_is_transient() {
-    let peer = start_peer(Script {
-        login_reply: "NO [UNAVAILABLE] Temporary authentication failure",
-        ..Script::default()
-    })
-    .await;
+    let peer =
+        start_peer(Script { login_reply: "NO [UNAVAILABLE] Temporary authentication failure", ..Script::default() })
+            .await;
 
-    let error = ImapClient::connect(&settings(&peer, Security::Plain), &credentials())
-        .await
-        .unwrap_err();
+    let error = ImapClient::connect(&settings(&peer, Security::Plain), &credentials()).await.unwrap_err();
 
-    assert!(
-        matches!(error, ImapError::LoginUnavailable { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, ImapError::LoginUnavailable { .. }), "{error}");
     assert_eq!(error.kind(), ImapErrorKind::Transient);
 }
 
 #[tokio::test]
 async fn command_timeout_is_transient() {
-    let peer = start_peer(Script {
-        silent_command: Some("SELECT"),
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { silent_command: Some("SELECT"), ..Script::default() }).await;
     let mut settings = settings(&peer, Security::Plain);
     settings.timeout = Duration::from_millis(300);
-    let mut session = ImapClient::connect(&settings, &credentials())
-        .await
-        .unwrap();
+    let mut session = ImapClient::connect(&settings, &credentials()).await.unwrap();
 
     let error = session.select("INBOX").await.unwrap_err();
 
-    assert!(
-        matches!(
-            error,
-            ImapError::Timeout {
-                command: "SELECT",
-                ..
-            }
-        ),
-        "{error}"
-    );
+    assert!(matches!(error, ImapError::Timeout { command: "SELECT", .. }), "{error}");
     assert_eq!(error.kind(), ImapErrorKind::Transient);
 }
 
 #[tokio::test]
 async fn session_after_timeout_is_broken() {
-    let peer = start_peer(Script {
-        silent_command: Some("SELECT"),
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { silent_command: Some("SELECT"), ..Script::default() }).await;
     let mut settings = settings(&peer, Security::Plain);
     settings.timeout = Duration::from_millis(300);
-    let mut session = ImapClient::connect(&settings, &credentials())
-        .await
-        .unwrap();
+    let mut session = ImapClient::connect(&settings, &credentials()).await.unwrap();
     let _ = session.select("INBOX").await;
 
     let error = session.fetch_since(0, 10).await.unwrap_err();
@@ -343,37 +271,18 @@ async fn session_after_timeout_is_broken() {
 
 #[tokio::test]
 async fn select_reports_mailbox_status() {
-    let peer = start_peer(Script {
-        mailbox: stored(&[3, 4, 9]),
-        ..Script::default()
-    })
-    .await;
-    let mut session = ImapClient::connect(&settings(&peer, Security::Plain), &credentials())
-        .await
-        .unwrap();
+    let peer = start_peer(Script { mailbox: stored(&[3, 4, 9]), ..Script::default() }).await;
+    let mut session = ImapClient::connect(&settings(&peer, Security::Plain), &credentials()).await.unwrap();
 
     let status = session.select("INBOX").await.unwrap();
 
-    assert_eq!(
-        status,
-        MailboxStatus {
-            uidvalidity: UIDVALIDITY,
-            uidnext: Some(10),
-            exists: 3,
-        }
-    );
+    assert_eq!(status, MailboxStatus { uidvalidity: UIDVALIDITY, uidnext: Some(10), exists: 3 });
 }
 
 #[tokio::test]
 async fn fetch_since_returns_newer_in_order() {
-    let peer = start_peer(Script {
-        mailbox: stored(&[3, 4, 9]),
-        ..Script::default()
-    })
-    .await;
-    let mut session = ImapClient::connect(&settings(&peer, Security::Plain), &credentials())
-        .await
-        .unwrap();
+    let peer = start_peer(Script { mailbox: stored(&[3, 4, 9]), ..Script::default() }).await;
+    let mut session = ImapClient::connect(&settings(&peer, Security::Plain), &credentials()).await.unwrap();
     session.select("INBOX").await.unwrap();
 
     let mails = session.fetch_since(3, 10).await.unwrap();
@@ -387,57 +296,34 @@ async fn fetch_since_returns_newer_in_order() {
 
 #[tokio::test]
 async fn fetch_since_respects_limit() {
-    let peer = start_peer(Script {
-        mailbox: stored(&[3, 4, 5, 9]),
-        ..Script::default()
-    })
-    .await;
-    let mut session = ImapClient::connect(&settings(&peer, Security::Plain), &credentials())
-        .await
-        .unwrap();
+    let peer = start_peer(Script { mailbox: stored(&[3, 4, 5, 9]), ..Script::default() }).await;
+    let mut session = ImapClient::connect(&settings(&peer, Security::Plain), &credentials()).await.unwrap();
     session.select("INBOX").await.unwrap();
 
     let mails = session.fetch_since(0, 2).await.unwrap();
 
     let uids: Vec<u32> = mails.iter().map(|mail| mail.uid).collect();
     assert_eq!(uids, [3, 4]);
-    assert!(
-        peer.commands()
-            .iter()
-            .any(|line| line.ends_with("UID FETCH 3:4 (UID INTERNALDATE BODY.PEEK[])"))
-    );
+    assert!(peer.commands().iter().any(|line| line.ends_with("UID FETCH 3:4 (UID INTERNALDATE BODY.PEEK[])")));
 }
 
 #[tokio::test]
 async fn fetch_since_ignores_highest_already_seen() {
-    let peer = start_peer(Script {
-        mailbox: stored(&[3, 7]),
-        ..Script::default()
-    })
-    .await;
-    let mut session = ImapClient::connect(&settings(&peer, Security::Plain), &credentials())
-        .await
-        .unwrap();
+    let peer = start_peer(Script { mailbox: stored(&[3, 7]), ..Script::default() }).await;
+    let mut session = ImapClient::connect(&settings(&peer, Security::Plain), &credentials()).await.unwrap();
     session.select("INBOX").await.unwrap();
 
     let mails = session.fetch_since(7, 10).await.unwrap();
 
     assert!(mails.is_empty(), "{mails:?}");
-    assert!(
-        !peer
-            .commands()
-            .iter()
-            .any(|line| line.contains("UID FETCH"))
-    );
+    assert!(!peer.commands().iter().any(|line| line.contains("UID FETCH")));
 }
 
 #[tokio::test]
 async fn verify_login_logs_out() {
     let peer = start_peer(Script::default()).await;
 
-    ImapClient::verify_login(&settings(&peer, Security::Plain), &credentials())
-        .await
-        .unwrap();
+    ImapClient::verify_login(&settings(&peer, Security::Plain), &credentials()).await.unwrap();
 
     let commands = peer.commands();
     assert!(commands[0].ends_with("LOGIN [redacted]"), "{commands:?}");
@@ -446,18 +332,12 @@ async fn verify_login_logs_out() {
 
 #[tokio::test]
 async fn starttls_with_extra_ca_logs_in() {
-    let peer = start_peer(Script {
-        starttls: Some(test_certificates::server_config()),
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { starttls: Some(test_certificates::server_config()), ..Script::default() }).await;
     let ca = ca_file();
     let mut settings = settings(&peer, Security::StartTls);
     settings.tls.extra_ca_file = Some(ca.path().to_owned());
 
-    ImapClient::verify_login(&settings, &credentials())
-        .await
-        .unwrap();
+    ImapClient::verify_login(&settings, &credentials()).await.unwrap();
 
     let commands = peer.commands();
     assert_eq!(commands[0], "s001 STARTTLS");
@@ -466,33 +346,21 @@ async fn starttls_with_extra_ca_logs_in() {
 
 #[tokio::test]
 async fn implicit_tls_with_extra_ca_logs_in() {
-    let peer = start_peer(Script {
-        implicit_tls: Some(test_certificates::server_config()),
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { implicit_tls: Some(test_certificates::server_config()), ..Script::default() }).await;
     let ca = ca_file();
     let mut settings = settings(&peer, Security::Tls);
     settings.tls.extra_ca_file = Some(ca.path().to_owned());
 
-    ImapClient::verify_login(&settings, &credentials())
-        .await
-        .unwrap();
+    ImapClient::verify_login(&settings, &credentials()).await.unwrap();
 
     assert!(peer.commands()[0].ends_with("LOGIN [redacted]"));
 }
 
 #[tokio::test]
 async fn untrusted_certificate_is_rejected() {
-    let peer = start_peer(Script {
-        implicit_tls: Some(test_certificates::server_config()),
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { implicit_tls: Some(test_certificates::server_config()), ..Script::default() }).await;
 
-    let error = ImapClient::connect(&settings(&peer, Security::Tls), &credentials())
-        .await
-        .unwrap_err();
+    let error = ImapClient::connect(&settings(&peer, Security::Tls), &credentials()).await.unwrap_err();
 
     assert!(matches!(error, ImapError::TlsHandshake { .. }), "{error}");
     assert!(peer.commands().is_empty());
@@ -506,14 +374,9 @@ async fn data_injected_before_handshake_is_refused() {
     })
     .await;
 
-    let error = ImapClient::connect(&settings(&peer, Security::StartTls), &credentials())
-        .await
-        .unwrap_err();
+    let error = ImapClient::connect(&settings(&peer, Security::StartTls), &credentials()).await.unwrap_err();
 
-    assert!(
-        matches!(error, ImapError::StartTlsInjection { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, ImapError::StartTlsInjection { .. }), "{error}");
     assert_eq!(error.kind(), ImapErrorKind::Protocol);
 }
 
@@ -522,14 +385,9 @@ async fn refused_connection_is_transient() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
-    let peer = Peer {
-        address,
-        commands: Arc::default(),
-    };
+    let peer = Peer { address, commands: Arc::default() };
 
-    let error = ImapClient::connect(&settings(&peer, Security::Plain), &credentials())
-        .await
-        .unwrap_err();
+    let error = ImapClient::connect(&settings(&peer, Security::Plain), &credentials()).await.unwrap_err();
 
     assert!(matches!(error, ImapError::Connect { .. }), "{error}");
     assert_eq!(error.kind(), ImapErrorKind::Transient);
@@ -538,18 +396,12 @@ async fn refused_connection_is_transient() {
 #[tokio::test]
 async fn plain_to_remote_host_is_config_error() {
     let settings = ImapSettings {
-        endpoint: Endpoint {
-            host: "imap.example.org".to_owned(),
-            port: 143,
-            security: Security::Plain,
-        },
+        endpoint: Endpoint { host: "imap.example.org".to_owned(), port: 143, security: Security::Plain },
         tls: TlsSettings::default(),
         timeout: Duration::from_secs(5),
     };
 
-    let error = ImapClient::connect(&settings, &credentials())
-        .await
-        .unwrap_err();
+    let error = ImapClient::connect(&settings, &credentials()).await.unwrap_err();
 
     assert_eq!(error.kind(), ImapErrorKind::Config);
     assert!(error.to_string().contains("imap.example.org"), "{error}");
@@ -558,10 +410,7 @@ async fn plain_to_remote_host_is_config_error() {
 #[test]
 fn session_futures_are_send() {
     fn assert_send<T: Send>(_: &T) {}
-    let peer = Peer {
-        address: "127.0.0.1:143".parse().unwrap(),
-        commands: Arc::default(),
-    };
+    let peer = Peer { address: "127.0.0.1:143".parse().unwrap(), commands: Arc::default() };
     let settings = settings(&peer, Security::Plain);
     let credentials = credentials();
 

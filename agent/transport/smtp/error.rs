@@ -89,32 +89,16 @@ pub enum SmtpError {
     InvalidEmail { reason: String },
 
     #[error("smtp server {server} rejected {phase}: {reply}")]
-    Rejected {
-        server: String,
-        phase: Phase,
-        reply: Reply,
-    },
+    Rejected { server: String, phase: Phase, reply: Reply },
 
     #[error("smtp server {server} sent an unexpected reply to {phase}: {reply}")]
-    UnexpectedReply {
-        server: String,
-        phase: Phase,
-        reply: Reply,
-    },
+    UnexpectedReply { server: String, phase: Phase, reply: Reply },
 
     #[error("smtp connection to {server} failed during {phase}: {detail}")]
-    Connection {
-        server: String,
-        phase: Phase,
-        detail: String,
-    },
+    Connection { server: String, phase: Phase, detail: String },
 
     #[error("smtp server {server} did not reply during {phase} within {} ms", after.as_millis())]
-    Timeout {
-        server: String,
-        phase: Phase,
-        after: Duration,
-    },
+    Timeout { server: String, phase: Phase, after: Duration },
 
     #[error("smtp server {server} does not offer starttls")]
     StartTlsUnavailable { server: String },
@@ -139,9 +123,7 @@ impl SmtpError {
             Self::Config(_) | Self::InvalidSender { .. } => SmtpErrorKind::Config,
             Self::InvalidRecipient { .. } | Self::InvalidEmail { .. } => SmtpErrorKind::Permanent,
             Self::Rejected { phase, reply, .. } => classify_reply(*phase, reply.code),
-            Self::UnexpectedReply { phase, .. }
-            | Self::Connection { phase, .. }
-            | Self::Timeout { phase, .. } => {
+            Self::UnexpectedReply { phase, .. } | Self::Connection { phase, .. } | Self::Timeout { phase, .. } => {
                 if *phase == Phase::Message {
                     SmtpErrorKind::Uncertain
                 } else {
@@ -175,31 +157,14 @@ impl SmtpError {
     }
 
     /// Converts an error from lettre's connection into one tied to `phase`.
-    pub(super) fn from_lettre(
-        server: &str,
-        phase: Phase,
-        error: lettre::transport::smtp::Error,
-    ) -> Self {
+    pub(super) fn from_lettre(server: &str, phase: Phase, error: lettre::transport::smtp::Error) -> Self {
         match error.status() {
             Some(code) => {
                 // lettre keeps the reply's text as the error's source.
-                let text = std::error::Error::source(&error)
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                Self::Rejected {
-                    server: server.to_owned(),
-                    phase,
-                    reply: Reply {
-                        code: code.into(),
-                        text,
-                    },
-                }
+                let text = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
+                Self::Rejected { server: server.to_owned(), phase, reply: Reply { code: code.into(), text } }
             }
-            None => Self::Connection {
-                server: server.to_owned(),
-                phase,
-                detail: error.to_string(),
-            },
+            None => Self::Connection { server: server.to_owned(), phase, detail: error.to_string() },
         }
     }
 }
@@ -217,9 +182,7 @@ pub fn classify_reply(phase: Phase, code: u16) -> SmtpErrorKind {
     match phase {
         Phase::Auth if code == 454 || permanent => SmtpErrorKind::Auth,
         Phase::Mail | Phase::Rcpt if code == 530 => SmtpErrorKind::Auth,
-        Phase::Mail | Phase::Rcpt | Phase::Data | Phase::Message if permanent => {
-            SmtpErrorKind::Permanent
-        }
+        Phase::Mail | Phase::Rcpt | Phase::Data | Phase::Message if permanent => SmtpErrorKind::Permanent,
         _ => SmtpErrorKind::Transient,
     }
 }
@@ -232,10 +195,7 @@ mod tests {
         SmtpError::Rejected {
             server: "smtp.example.org:587".to_owned(),
             phase,
-            reply: Reply {
-                code,
-                text: "5.0.0 test reply".to_owned(),
-            },
+            reply: Reply { code, text: "5.0.0 test reply".to_owned() },
         }
     }
 
@@ -289,14 +249,7 @@ mod tests {
 
     #[test]
     fn lost_connection_before_data_is_transient() {
-        for phase in [
-            Phase::Connect,
-            Phase::StartTls,
-            Phase::Auth,
-            Phase::Mail,
-            Phase::Rcpt,
-            Phase::Data,
-        ] {
+        for phase in [Phase::Connect, Phase::StartTls, Phase::Auth, Phase::Mail, Phase::Rcpt, Phase::Data] {
             let error = SmtpError::Connection {
                 server: "smtp.example.org:587".to_owned(),
                 phase,
@@ -330,9 +283,6 @@ mod tests {
     fn rejected_recipient_names_reply() {
         let message = rejected(Phase::Rcpt, 550).to_string();
 
-        assert_eq!(
-            message,
-            "smtp server smtp.example.org:587 rejected the recipient (RCPT TO): 550 5.0.0 test reply"
-        );
+        assert_eq!(message, "smtp server smtp.example.org:587 rejected the recipient (RCPT TO): 550 5.0.0 test reply");
     }
 }

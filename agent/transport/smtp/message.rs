@@ -20,14 +20,10 @@ pub(super) struct BuiltEmail {
 /// Builds the email with lettre's builder, which encodes header values, so a subject holding
 /// CR or LF cannot start a new header.
 pub(super) fn build(email: &OutboundEmail) -> Result<BuiltEmail, SmtpError> {
-    let from = parse_address(&email.from).map_err(|reason| SmtpError::InvalidSender {
-        address: email.from.clone(),
-        reason,
-    })?;
-    let to = parse_address(&email.to).map_err(|reason| SmtpError::InvalidRecipient {
-        address: email.to.clone(),
-        reason,
-    })?;
+    let from = parse_address(&email.from)
+        .map_err(|reason| SmtpError::InvalidSender { address: email.from.clone(), reason })?;
+    let to =
+        parse_address(&email.to).map_err(|reason| SmtpError::InvalidRecipient { address: email.to.clone(), reason })?;
     let message_id = format!("{}@{}", uuid::Uuid::now_v7().hyphenated(), from.domain());
 
     let message = Message::builder()
@@ -37,16 +33,9 @@ pub(super) fn build(email: &OutboundEmail) -> Result<BuiltEmail, SmtpError> {
         .message_id(Some(format!("<{message_id}>")))
         .date_now()
         .singlepart(SinglePart::plain(email.body.clone()))
-        .map_err(|error| SmtpError::InvalidEmail {
-            reason: error.to_string(),
-        })?;
+        .map_err(|error| SmtpError::InvalidEmail { reason: error.to_string() })?;
 
-    Ok(BuiltEmail {
-        message_id,
-        from,
-        to,
-        bytes: message.formatted(),
-    })
+    Ok(BuiltEmail { message_id, from, to, bytes: message.formatted() })
 }
 
 /// Parses an address. Non-ASCII addresses are rejected because they would need the SMTPUTF8
@@ -55,9 +44,7 @@ fn parse_address(address: &str) -> Result<Address, String> {
     if !address.is_ascii() {
         return Err("must be ascii".to_owned());
     }
-    address
-        .parse::<Address>()
-        .map_err(|error| error.to_string())
+    address.parse::<Address>().map_err(|error| error.to_string())
 }
 
 #[cfg(test)]
@@ -79,9 +66,7 @@ mod tests {
 
     fn header_block(built: &BuiltEmail) -> String {
         let text = text(built);
-        let (headers, _body) = text
-            .split_once("\r\n\r\n")
-            .expect("blank line after headers");
+        let (headers, _body) = text.split_once("\r\n\r\n").expect("blank line after headers");
         headers.to_owned()
     }
 
@@ -101,11 +86,7 @@ mod tests {
         let names = header_names(&built);
 
         assert!(!names.contains(&"bcc".to_owned()), "{names:?}");
-        assert!(
-            !header_block(&built).contains("\r\nBcc:"),
-            "{}",
-            text(&built)
-        );
+        assert!(!header_block(&built).contains("\r\nBcc:"), "{}", text(&built));
         assert_eq!(names.iter().filter(|name| *name == "subject").count(), 1);
     }
 
@@ -115,11 +96,7 @@ mod tests {
 
         let names = header_names(&built);
 
-        assert_eq!(
-            names.iter().filter(|name| *name == "to").count(),
-            1,
-            "{names:?}"
-        );
+        assert_eq!(names.iter().filter(|name| *name == "to").count(), 1, "{names:?}");
     }
 
     #[test]
@@ -130,11 +107,7 @@ mod tests {
 
         assert_eq!(domain, "example.org");
         assert!(uuid::Uuid::parse_str(local).is_ok(), "{local}");
-        assert!(
-            !built.message_id.contains(['<', '>']),
-            "{}",
-            built.message_id
-        );
+        assert!(!built.message_id.contains(['<', '>']), "{}", built.message_id);
     }
 
     #[test]
@@ -160,15 +133,9 @@ mod tests {
 
         let text = text(&built);
 
-        assert!(
-            text.contains("Content-Type: text/plain; charset=utf-8\r\n"),
-            "{text}"
-        );
+        assert!(text.contains("Content-Type: text/plain; charset=utf-8\r\n"), "{text}");
         assert!(text.contains("MIME-Version: 1.0\r\n"), "{text}");
-        assert!(
-            text.contains("\r\n\r\nYour appointment is at 09:30"),
-            "{text}"
-        );
+        assert!(text.contains("\r\n\r\nYour appointment is at 09:30"), "{text}");
     }
 
     #[test]
@@ -191,10 +158,7 @@ mod tests {
         let names = header_names(&built);
 
         for name in ["from", "to", "subject", "date", "message-id"] {
-            assert!(
-                names.contains(&name.to_owned()),
-                "{name} missing from {names:?}"
-            );
+            assert!(names.contains(&name.to_owned()), "{name} missing from {names:?}");
         }
         assert!(text(&built).contains("From: practice@example.org\r\n"));
         assert!(text(&built).contains("To: 07700900123@sms.example.org\r\n"));
@@ -207,10 +171,7 @@ mod tests {
 
         let error = build(&email).err().unwrap();
 
-        assert!(
-            matches!(error, SmtpError::InvalidRecipient { .. }),
-            "{error}"
-        );
+        assert!(matches!(error, SmtpError::InvalidRecipient { .. }), "{error}");
     }
 
     #[test]

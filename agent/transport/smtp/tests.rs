@@ -69,10 +69,7 @@ struct Record {
 
 impl Record {
     fn count(&self, verb: &str) -> usize {
-        self.commands
-            .iter()
-            .filter(|(_, seen)| seen == verb)
-            .count()
+        self.commands.iter().filter(|(_, seen)| seen == verb).count()
     }
 }
 
@@ -110,12 +107,7 @@ async fn start_peer(script: Script) -> Peer {
     Peer { address, record }
 }
 
-async fn serve(
-    script: Script,
-    stream: TcpStream,
-    number: usize,
-    record: Arc<Mutex<Record>>,
-) -> std::io::Result<()> {
+async fn serve(script: Script, stream: TcpStream, number: usize, record: Arc<Mutex<Record>>) -> std::io::Result<()> {
     let stream: Box<dyn Stream> = match &script.implicit_tls {
         Some(config) => Box::new(TlsAcceptor::from(Arc::clone(config)).accept(stream).await?),
         None => Box::new(stream),
@@ -129,11 +121,7 @@ async fn serve(
         if reader.read_line(&mut line).await? == 0 {
             return Ok(());
         }
-        let verb = line
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
+        let verb = line.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
         record.lock().unwrap().commands.push((number, verb.clone()));
 
         match verb.as_str() {
@@ -222,11 +210,7 @@ async fn read_message_data(reader: &mut BufReader<Box<dyn Stream>>) -> std::io::
 
 fn settings(peer: &Peer, security: Security) -> SmtpSettings {
     SmtpSettings {
-        endpoint: Endpoint {
-            host: "127.0.0.1".to_owned(),
-            port: peer.address.port(),
-            security,
-        },
+        endpoint: Endpoint { host: "127.0.0.1".to_owned(), port: peer.address.port(), security },
         tls: TlsSettings::default(),
         hello_name: "agent.example.org".to_owned(),
         timeout: Duration::from_secs(5),
@@ -237,10 +221,7 @@ fn settings(peer: &Peer, security: Security) -> SmtpSettings {
 }
 
 fn credentials() -> Credentials {
-    Credentials {
-        username: "practice@example.org".to_owned(),
-        password: Secret::new(PASSWORD),
-    }
+    Credentials { username: "practice@example.org".to_owned(), password: Secret::new(PASSWORD) }
 }
 
 fn client(peer: &Peer) -> SmtpClient {
@@ -263,9 +244,7 @@ struct Hook {
 }
 
 impl Hook {
-    fn call(
-        &self,
-    ) -> impl FnOnce(String) -> std::future::Ready<Result<(), std::io::Error>> + use<> {
+    fn call(&self) -> impl FnOnce(String) -> std::future::Ready<Result<(), std::io::Error>> + use<> {
         let calls = Arc::clone(&self.calls);
         move |message_id| {
             calls.lock().unwrap().push(message_id);
@@ -280,8 +259,7 @@ impl Hook {
 
 fn ca_file() -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(test_certificates::CA_PEM.as_bytes())
-        .unwrap();
+    file.write_all(test_certificates::CA_PEM.as_bytes()).unwrap();
     file
 }
 
@@ -297,40 +275,22 @@ async fn accepted_email_returns_reply() {
     let record = peer.record.lock().unwrap();
     assert_eq!(record.messages.len(), 1);
     let expected = format!("Message-ID: <{}>\r\n", sent.message_id);
-    assert!(
-        record.messages[0].1.contains(&expected),
-        "{}",
-        record.messages[0].1
-    );
+    assert!(record.messages[0].1.contains(&expected), "{}", record.messages[0].1);
 }
 
 #[tokio::test]
 async fn dialogue_runs_in_order() {
     let peer = start_peer(Script::default()).await;
 
-    client(&peer)
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap();
+    client(&peer).send(&email(), Hook::default().call()).await.unwrap();
 
-    let verbs: Vec<String> = peer
-        .record
-        .lock()
-        .unwrap()
-        .commands
-        .iter()
-        .map(|(_, verb)| verb.clone())
-        .collect();
+    let verbs: Vec<String> = peer.record.lock().unwrap().commands.iter().map(|(_, verb)| verb.clone()).collect();
     assert_eq!(verbs, ["EHLO", "AUTH", "MAIL", "RCPT", "DATA"]);
 }
 
 #[tokio::test]
 async fn drop_after_message_data_is_uncertain() {
-    let peer = start_peer(Script {
-        drop_after_body: true,
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { drop_after_body: true, ..Script::default() }).await;
     let hook = Hook::default();
 
     let error = client(&peer).send(&email(), hook.call()).await.unwrap_err();
@@ -343,19 +303,12 @@ async fn drop_after_message_data_is_uncertain() {
 
 #[tokio::test]
 async fn silence_after_message_data_is_uncertain() {
-    let peer = start_peer(Script {
-        silent_after_body: true,
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { silent_after_body: true, ..Script::default() }).await;
     let mut settings = settings(&peer, Security::Plain);
     settings.timeout = Duration::from_millis(300);
     let client = SmtpClient::new(settings, credentials()).unwrap();
 
-    let error = client
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let error = client.send(&email(), Hook::default().call()).await.unwrap_err();
 
     assert!(matches!(error, SmtpError::Timeout { .. }), "{error}");
     assert_eq!(error.kind(), SmtpErrorKind::Uncertain);
@@ -363,11 +316,7 @@ async fn silence_after_message_data_is_uncertain() {
 
 #[tokio::test]
 async fn drop_after_rcpt_is_transient() {
-    let peer = start_peer(Script {
-        drop_after_rcpt: true,
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { drop_after_rcpt: true, ..Script::default() }).await;
     let hook = Hook::default();
 
     let error = client(&peer).send(&email(), hook.call()).await.unwrap_err();
@@ -379,40 +328,20 @@ async fn drop_after_rcpt_is_transient() {
 
 #[tokio::test]
 async fn silence_at_mail_is_transient() {
-    let peer = start_peer(Script {
-        silent_at_mail: true,
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { silent_at_mail: true, ..Script::default() }).await;
     let mut settings = settings(&peer, Security::Plain);
     settings.timeout = Duration::from_millis(300);
     let client = SmtpClient::new(settings, credentials()).unwrap();
 
-    let error = client
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let error = client.send(&email(), Hook::default().call()).await.unwrap_err();
 
-    assert!(
-        matches!(
-            error,
-            SmtpError::Timeout {
-                phase: Phase::Mail,
-                ..
-            }
-        ),
-        "{error}"
-    );
+    assert!(matches!(error, SmtpError::Timeout { phase: Phase::Mail, .. }), "{error}");
     assert_eq!(error.kind(), SmtpErrorKind::Transient);
 }
 
 #[tokio::test]
 async fn rcpt_451_is_transient() {
-    let peer = start_peer(Script {
-        rcpt_reply: "451 4.3.0 Temporary lookup failure",
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { rcpt_reply: "451 4.3.0 Temporary lookup failure", ..Script::default() }).await;
     let hook = Hook::default();
 
     let error = client(&peer).send(&email(), hook.call()).await.unwrap_err();
@@ -430,10 +359,7 @@ async fn rcpt_550_is_permanent() {
     })
     .await;
 
-    let error = client(&peer)
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let error = client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
 
     assert_eq!(error.kind(), SmtpErrorKind::Permanent, "{error}");
     let message = error.to_string();
@@ -449,10 +375,7 @@ async fn mail_550_is_permanent_sender_rejection() {
     })
     .await;
 
-    let error = client(&peer)
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let error = client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
 
     assert_eq!(error.kind(), SmtpErrorKind::Permanent, "{error}");
     assert_eq!(error.phase(), Some(Phase::Mail));
@@ -461,11 +384,7 @@ async fn mail_550_is_permanent_sender_rejection() {
 
 #[tokio::test]
 async fn rejected_recipient_keeps_connection_for_next() {
-    let peer = start_peer(Script {
-        rcpt_reply: "550 5.1.1 Recipient address rejected",
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { rcpt_reply: "550 5.1.1 Recipient address rejected", ..Script::default() }).await;
     let client = client(&peer);
 
     let _ = client.send(&email(), Hook::default().call()).await;
@@ -495,16 +414,9 @@ async fn auth_535_is_auth() {
 
 #[tokio::test]
 async fn auth_error_never_shows_password() {
-    let peer = start_peer(Script {
-        auth_reply: "535 5.7.8 Error: authentication failed",
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { auth_reply: "535 5.7.8 Error: authentication failed", ..Script::default() }).await;
 
-    let error = client(&peer)
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let error = client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
 
     assert!(!error.to_string().contains(PASSWORD), "{error}");
     assert!(!format!("{error:?}").contains(PASSWORD), "{error:?}");
@@ -512,24 +424,14 @@ async fn auth_error_never_shows_password() {
 
 #[tokio::test]
 async fn rejected_password_is_not_retried() {
-    let peer = start_peer(Script {
-        auth_reply: "535 5.7.8 Error: authentication failed",
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { auth_reply: "535 5.7.8 Error: authentication failed", ..Script::default() }).await;
     let client = client(&peer);
     let _ = client.send(&email(), Hook::default().call()).await;
 
-    let second = client
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let second = client.send(&email(), Hook::default().call()).await.unwrap_err();
     let login = client.verify_login().await.unwrap_err();
 
-    assert!(
-        matches!(second, SmtpError::CredentialsRejected { .. }),
-        "{second}"
-    );
+    assert!(matches!(second, SmtpError::CredentialsRejected { .. }), "{second}");
     assert_eq!(second.kind(), SmtpErrorKind::Auth);
     assert_eq!(login.kind(), SmtpErrorKind::Auth);
     let record = peer.record.lock().unwrap();
@@ -539,36 +441,20 @@ async fn rejected_password_is_not_retried() {
 
 #[tokio::test]
 async fn auth_not_offered_is_auth() {
-    let peer = start_peer(Script {
-        extensions: vec!["8BITMIME"],
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { extensions: vec!["8BITMIME"], ..Script::default() }).await;
 
-    let error = client(&peer)
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let error = client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
 
-    assert!(
-        matches!(error, SmtpError::AuthUnavailable { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SmtpError::AuthUnavailable { .. }), "{error}");
     assert_eq!(error.kind(), SmtpErrorKind::Auth);
 }
 
 #[tokio::test]
 async fn temporary_auth_failure_is_auth() {
-    let peer = start_peer(Script {
-        auth_reply: "454 4.7.0 Temporary authentication failure",
-        ..Script::default()
-    })
-    .await;
+    let peer =
+        start_peer(Script { auth_reply: "454 4.7.0 Temporary authentication failure", ..Script::default() }).await;
 
-    let error = client(&peer)
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let error = client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
 
     assert_eq!(error.kind(), SmtpErrorKind::Auth, "{error}");
 }
@@ -589,11 +475,7 @@ async fn pooled_connection_is_reused() {
 
 #[tokio::test]
 async fn closed_pooled_connection_is_replaced() {
-    let peer = start_peer(Script {
-        close_after_message: true,
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { close_after_message: true, ..Script::default() }).await;
     let client = client(&peer);
     let first = client.send(&email(), Hook::default().call()).await.unwrap();
 
@@ -602,16 +484,9 @@ async fn closed_pooled_connection_is_replaced() {
     let record = peer.record.lock().unwrap();
     assert_eq!(record.connections, 2);
     let second_id = format!("Message-ID: <{}>", second.message_id);
-    let copies = record
-        .messages
-        .iter()
-        .filter(|(_, data)| data.contains(&second_id))
-        .count();
+    let copies = record.messages.iter().filter(|(_, data)| data.contains(&second_id)).count();
     assert_eq!(copies, 1);
-    assert_eq!(
-        record.messages[1].0, 2,
-        "second message went over the new connection"
-    );
+    assert_eq!(record.messages[1].0, 2, "second message went over the new connection");
     assert_ne!(first.message_id, second.message_id);
     assert_eq!(record.count("DATA"), 2);
 }
@@ -648,9 +523,7 @@ async fn failed_hook_sends_no_message() {
     let peer = start_peer(Script::default()).await;
 
     let error = client(&peer)
-        .send(&email(), |_message_id| async {
-            Err::<(), _>(std::io::Error::other("database is locked"))
-        })
+        .send(&email(), |_message_id| async { Err::<(), _>(std::io::Error::other("database is locked")) })
         .await
         .unwrap_err();
 
@@ -676,11 +549,7 @@ async fn verify_login_authenticates_and_quits() {
 
 #[tokio::test]
 async fn verify_login_reports_rejected_password() {
-    let peer = start_peer(Script {
-        auth_reply: "535 5.7.8 Error: authentication failed",
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { auth_reply: "535 5.7.8 Error: authentication failed", ..Script::default() }).await;
 
     let error = client(&peer).verify_login().await.unwrap_err();
 
@@ -692,15 +561,9 @@ async fn refused_connection_is_transient() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
-    let peer = Peer {
-        address,
-        record: Arc::default(),
-    };
+    let peer = Peer { address, record: Arc::default() };
 
-    let error = client(&peer)
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let error = client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
 
     assert_eq!(error.kind(), SmtpErrorKind::Transient, "{error}");
     assert_eq!(error.phase(), Some(Phase::Connect));
@@ -709,11 +572,7 @@ async fn refused_connection_is_transient() {
 
 #[tokio::test]
 async fn starttls_with_extra_ca_sends() {
-    let peer = start_peer(Script {
-        starttls: Some(test_certificates::server_config()),
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { starttls: Some(test_certificates::server_config()), ..Script::default() }).await;
     let ca = ca_file();
     let mut settings = settings(&peer, Security::StartTls);
     settings.tls.extra_ca_file = Some(ca.path().to_owned());
@@ -722,24 +581,13 @@ async fn starttls_with_extra_ca_sends() {
     let sent = client.send(&email(), Hook::default().call()).await.unwrap();
 
     assert_eq!(sent.response, QUEUED);
-    let verbs: Vec<String> = peer
-        .record
-        .lock()
-        .unwrap()
-        .commands
-        .iter()
-        .map(|(_, verb)| verb.clone())
-        .collect();
+    let verbs: Vec<String> = peer.record.lock().unwrap().commands.iter().map(|(_, verb)| verb.clone()).collect();
     assert_eq!(verbs[..4], ["EHLO", "STARTTLS", "EHLO", "AUTH"]);
 }
 
 #[tokio::test]
 async fn implicit_tls_with_extra_ca_sends() {
-    let peer = start_peer(Script {
-        implicit_tls: Some(test_certificates::server_config()),
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { implicit_tls: Some(test_certificates::server_config()), ..Script::default() }).await;
     let ca = ca_file();
     let mut settings = settings(&peer, Security::Tls);
     settings.tls.extra_ca_file = Some(ca.path().to_owned());
@@ -752,17 +600,10 @@ async fn implicit_tls_with_extra_ca_sends() {
 
 #[tokio::test]
 async fn untrusted_certificate_is_rejected() {
-    let peer = start_peer(Script {
-        starttls: Some(test_certificates::server_config()),
-        ..Script::default()
-    })
-    .await;
+    let peer = start_peer(Script { starttls: Some(test_certificates::server_config()), ..Script::default() }).await;
     let client = SmtpClient::new(settings(&peer, Security::StartTls), credentials()).unwrap();
 
-    let error = client
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let error = client.send(&email(), Hook::default().call()).await.unwrap_err();
 
     assert_eq!(error.phase(), Some(Phase::StartTls), "{error}");
     assert_eq!(error.kind(), SmtpErrorKind::Transient);
@@ -774,26 +615,16 @@ async fn missing_starttls_is_refused() {
     let peer = start_peer(Script::default()).await;
     let client = SmtpClient::new(settings(&peer, Security::StartTls), credentials()).unwrap();
 
-    let error = client
-        .send(&email(), Hook::default().call())
-        .await
-        .unwrap_err();
+    let error = client.send(&email(), Hook::default().call()).await.unwrap_err();
 
-    assert!(
-        matches!(error, SmtpError::StartTlsUnavailable { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, SmtpError::StartTlsUnavailable { .. }), "{error}");
     assert_eq!(peer.record.lock().unwrap().count("AUTH"), 0);
 }
 
 #[test]
 fn plain_to_remote_host_is_config_error() {
     let settings = SmtpSettings {
-        endpoint: Endpoint {
-            host: "smtp.example.org".to_owned(),
-            port: 25,
-            security: Security::Plain,
-        },
+        endpoint: Endpoint { host: "smtp.example.org".to_owned(), port: 25, security: Security::Plain },
         tls: TlsSettings::default(),
         hello_name: "agent.example.org".to_owned(),
         timeout: Duration::from_secs(5),
@@ -810,10 +641,7 @@ fn plain_to_remote_host_is_config_error() {
 
 #[test]
 fn hello_name_with_line_break_rejected() {
-    let peer = Peer {
-        address: "127.0.0.1:2525".parse().unwrap(),
-        record: Arc::default(),
-    };
+    let peer = Peer { address: "127.0.0.1:2525".parse().unwrap(), record: Arc::default() };
     let mut settings = settings(&peer, Security::Plain);
     settings.hello_name = "agent\r\nMAIL FROM:<x@example.org>".to_owned();
 
@@ -825,10 +653,7 @@ fn hello_name_with_line_break_rejected() {
 #[test]
 fn send_future_is_send() {
     fn assert_send<T: Send>(_: &T) {}
-    let peer = Peer {
-        address: "127.0.0.1:2525".parse().unwrap(),
-        record: Arc::default(),
-    };
+    let peer = Peer { address: "127.0.0.1:2525".parse().unwrap(), record: Arc::default() };
     let client = client(&peer);
     let email = email();
 
@@ -846,10 +671,7 @@ fn mechanism_parses_names() {
 
 #[test]
 fn client_debug_hides_password() {
-    let peer = Peer {
-        address: "127.0.0.1:2525".parse().unwrap(),
-        record: Arc::default(),
-    };
+    let peer = Peer { address: "127.0.0.1:2525".parse().unwrap(), record: Arc::default() };
 
     let debug = format!("{:?}", client(&peer));
 

@@ -16,11 +16,7 @@ use crate::mailbox::{FlagChange, Folder, Mailbox, MailboxError};
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 impl Session {
-    pub(super) async fn select(
-        &mut self,
-        args: &[Token],
-        read_only: bool,
-    ) -> Result<Reply, SessionEnd> {
+    pub(super) async fn select(&mut self, args: &[Token], read_only: bool) -> Result<Reply, SessionEnd> {
         let command = if read_only { "EXAMINE" } else { "SELECT" };
         // A failed SELECT leaves no folder selected (RFC 3501 section 6.3.1).
         self.selected = None;
@@ -31,16 +27,12 @@ impl Session {
         let (lines, selected) = {
             let mut mailbox = self.shared.mailbox();
             let recent = if read_only {
-                mailbox
-                    .folder(&name)
-                    .map(|folder| folder.messages.iter().filter(|m| m.recent).count())
+                mailbox.folder(&name).map(|folder| folder.messages.iter().filter(|m| m.recent).count())
             } else {
                 mailbox.take_recent(&name).ok()
             };
             let (Some(folder), Some(recent)) = (mailbox.folder(&name), recent) else {
-                return Ok(Reply::Tagged(format!(
-                    "NO {command} failed: folder {name} not found"
-                )));
+                return Ok(Reply::Tagged(format!("NO {command} failed: folder {name} not found")));
             };
             let uids: Vec<u32> = folder.messages.iter().map(|message| message.uid).collect();
             let mut lines = format!(
@@ -50,26 +42,15 @@ impl Session {
                  * {recent} RECENT\r\n",
                 uids.len()
             );
-            if let Some(position) = folder
-                .messages
-                .iter()
-                .position(|message| !message.has_flag("\\Seen"))
-            {
-                lines.push_str(&format!(
-                    "* OK [UNSEEN {}] First unseen message\r\n",
-                    position + 1
-                ));
+            if let Some(position) = folder.messages.iter().position(|message| !message.has_flag("\\Seen")) {
+                lines.push_str(&format!("* OK [UNSEEN {}] First unseen message\r\n", position + 1));
             }
             lines.push_str(&format!(
                 "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n",
                 folder.uidvalidity, folder.uidnext
             ));
-            let selected = Selected {
-                name: Mailbox::canonical_name(&name),
-                read_only,
-                uidvalidity: folder.uidvalidity,
-                uids,
-            };
+            let selected =
+                Selected { name: Mailbox::canonical_name(&name), read_only, uidvalidity: folder.uidvalidity, uids };
             (lines, selected)
         };
         self.send(lines.as_bytes()).await?;
@@ -98,25 +79,15 @@ impl Session {
         };
         match self.shared.mailbox().delete_folder(&name) {
             Ok(()) => Reply::Tagged("OK DELETE completed".into()),
-            Err(MailboxError::NoFolder(_)) => {
-                Reply::Tagged(format!("NO [NONEXISTENT] Folder {name} not found"))
-            }
+            Err(MailboxError::NoFolder(_)) => Reply::Tagged(format!("NO [NONEXISTENT] Folder {name} not found")),
             Err(error) => Reply::Tagged(format!("NO DELETE failed: {error}")),
         }
     }
 
-    pub(super) async fn list(
-        &mut self,
-        command: &str,
-        args: &[Token],
-    ) -> Result<Reply, SessionEnd> {
-        let (Some(reference), Some(pattern)) = (
-            args.first().and_then(Token::text),
-            args.get(1).and_then(Token::text),
-        ) else {
-            return Ok(Reply::Tagged(format!(
-                "BAD {command} needs a reference and a pattern"
-            )));
+    pub(super) async fn list(&mut self, command: &str, args: &[Token]) -> Result<Reply, SessionEnd> {
+        let (Some(reference), Some(pattern)) = (args.first().and_then(Token::text), args.get(1).and_then(Token::text))
+        else {
+            return Ok(Reply::Tagged(format!("BAD {command} needs a reference and a pattern")));
         };
         let mut lines = String::new();
         if pattern.is_empty() {
@@ -143,19 +114,13 @@ impl Session {
     }
 
     pub(super) async fn status(&mut self, args: &[Token]) -> Result<Reply, SessionEnd> {
-        let (Some(name), Some(Token::List(items))) =
-            (args.first().and_then(Token::text), args.get(1))
-        else {
-            return Ok(Reply::Tagged(
-                "BAD STATUS needs a folder name and a list of items".into(),
-            ));
+        let (Some(name), Some(Token::List(items))) = (args.first().and_then(Token::text), args.get(1)) else {
+            return Ok(Reply::Tagged("BAD STATUS needs a folder name and a list of items".into()));
         };
         let line = {
             let mailbox = self.shared.mailbox();
             let Some(folder) = mailbox.folder(&name) else {
-                return Ok(Reply::Tagged(format!(
-                    "NO [NONEXISTENT] Folder {name} not found"
-                )));
+                return Ok(Reply::Tagged(format!("NO [NONEXISTENT] Folder {name} not found")));
             };
             let mut values = Vec::new();
             for item in items {
@@ -165,11 +130,7 @@ impl Session {
                     "RECENT" => folder.messages.iter().filter(|m| m.recent).count(),
                     "UIDNEXT" => folder.uidnext as usize,
                     "UIDVALIDITY" => folder.uidvalidity as usize,
-                    "UNSEEN" => folder
-                        .messages
-                        .iter()
-                        .filter(|m| !m.has_flag("\\Seen"))
-                        .count(),
+                    "UNSEEN" => folder.messages.iter().filter(|m| !m.has_flag("\\Seen")).count(),
                     _ => return Ok(Reply::Tagged(format!("BAD Unknown STATUS item {item}"))),
                 };
                 values.push(format!("{item} {value}"));
@@ -213,12 +174,8 @@ impl Session {
             return Reply::Tagged("BAD APPEND needs a message literal".into());
         };
         match self.shared.mailbox().append(&name, &message, flags, date) {
-            Ok((uidvalidity, uid)) => Reply::Tagged(format!(
-                "OK [APPENDUID {uidvalidity} {uid}] APPEND completed"
-            )),
-            Err(MailboxError::NoFolder(_)) => {
-                Reply::Tagged(format!("NO [TRYCREATE] Folder {name} not found"))
-            }
+            Ok((uidvalidity, uid)) => Reply::Tagged(format!("OK [APPENDUID {uidvalidity} {uid}] APPEND completed")),
+            Err(MailboxError::NoFolder(_)) => Reply::Tagged(format!("NO [TRYCREATE] Folder {name} not found")),
             Err(error) => Reply::Tagged(format!("NO APPEND failed: {error}")),
         }
     }
@@ -237,10 +194,7 @@ impl Session {
     }
 
     pub(super) fn expunge(&mut self, uid_set: Option<&str>) -> Reply {
-        let selected = self
-            .selected
-            .as_ref()
-            .expect("dispatch checks for a selected folder");
+        let selected = self.selected.as_ref().expect("dispatch checks for a selected folder");
         if selected.read_only {
             return Reply::Tagged("NO [READ-ONLY] The folder is read-only".into());
         }
@@ -253,22 +207,13 @@ impl Session {
                 };
                 let max_uid = folder.max_uid();
                 Some(
-                    folder
-                        .messages
-                        .iter()
-                        .map(|m| m.uid)
-                        .filter(|uid| set.contains(*uid, max_uid))
-                        .collect::<Vec<_>>(),
+                    folder.messages.iter().map(|m| m.uid).filter(|uid| set.contains(*uid, max_uid)).collect::<Vec<_>>(),
                 )
             }
             Some(Err(error)) => return Reply::Tagged(format!("BAD {error}")),
         };
         // The EXPUNGE responses go out with the updates that precede the tagged reply.
-        match self
-            .shared
-            .mailbox()
-            .expunge(&selected.name, only.as_deref())
-        {
+        match self.shared.mailbox().expunge(&selected.name, only.as_deref()) {
             Ok(_) => Reply::Tagged("OK EXPUNGE completed".into()),
             Err(error) => Reply::Tagged(format!("NO EXPUNGE failed: {error}")),
         }
@@ -277,10 +222,7 @@ impl Session {
     /// Returns (sequence number, UID) of each message in `set`, from the messages already
     /// reported to the client that still exist.
     fn resolve(&self, set: &SequenceSet, by_uid: bool, folder: &Folder) -> Vec<(u32, u32)> {
-        let selected = self
-            .selected
-            .as_ref()
-            .expect("dispatch checks for a selected folder");
+        let selected = self.selected.as_ref().expect("dispatch checks for a selected folder");
         let max_uid = selected.uids.last().copied().unwrap_or(0);
         let max_sequence = u32::try_from(selected.uids.len()).unwrap_or(u32::MAX);
         selected
@@ -288,36 +230,25 @@ impl Session {
             .iter()
             .enumerate()
             .map(|(index, uid)| (u32::try_from(index + 1).unwrap_or(u32::MAX), *uid))
-            .filter(|(sequence, uid)| {
-                if by_uid {
-                    set.contains(*uid, max_uid)
-                } else {
-                    set.contains(*sequence, max_sequence)
-                }
-            })
+            .filter(
+                |(sequence, uid)| {
+                    if by_uid { set.contains(*uid, max_uid) } else { set.contains(*sequence, max_sequence) }
+                },
+            )
             .filter(|(_, uid)| folder.find(*uid).is_some())
             .collect()
     }
 
-    pub(super) async fn search(
-        &mut self,
-        args: &[Token],
-        by_uid: bool,
-    ) -> Result<Reply, SessionEnd> {
+    pub(super) async fn search(&mut self, args: &[Token], by_uid: bool) -> Result<Reply, SessionEnd> {
         let criterion = match search::parse_criteria(args) {
             Ok(criterion) => criterion,
             Err(error @ search::SearchError::Charset(_)) => {
-                return Ok(Reply::Tagged(format!(
-                    "NO [BADCHARSET (US-ASCII UTF-8)] {error}"
-                )));
+                return Ok(Reply::Tagged(format!("NO [BADCHARSET (US-ASCII UTF-8)] {error}")));
             }
             Err(error) => return Ok(Reply::Tagged(format!("BAD {error}"))),
         };
         let line = {
-            let selected = self
-                .selected
-                .as_ref()
-                .expect("dispatch checks for a selected folder");
+            let selected = self.selected.as_ref().expect("dispatch checks for a selected folder");
             let mailbox = self.shared.mailbox();
             let Some(folder) = mailbox.folder(&selected.name) else {
                 return Ok(Reply::Tagged("NO Folder not found".into()));
@@ -331,13 +262,7 @@ impl Session {
                 };
                 let raw = mailbox.body(message);
                 let sequence = u32::try_from(index + 1).unwrap_or(u32::MAX);
-                let candidate = Candidate {
-                    message,
-                    raw: &raw,
-                    sequence,
-                    max_sequence,
-                    max_uid,
-                };
+                let candidate = Candidate { message, raw: &raw, sequence, max_sequence, max_uid };
                 if criterion.matches(&candidate) {
                     found.push(if by_uid { *uid } else { sequence }.to_string());
                 }
@@ -354,15 +279,9 @@ impl Session {
         Ok(Reply::Tagged("OK SEARCH completed".into()))
     }
 
-    pub(super) async fn fetch(
-        &mut self,
-        args: &[Token],
-        by_uid: bool,
-    ) -> Result<Reply, SessionEnd> {
+    pub(super) async fn fetch(&mut self, args: &[Token], by_uid: bool) -> Result<Reply, SessionEnd> {
         let (Some(set), Some(items)) = (args.first().and_then(Token::text), args.get(1)) else {
-            return Ok(Reply::Tagged(
-                "BAD FETCH needs a sequence set and items".into(),
-            ));
+            return Ok(Reply::Tagged("BAD FETCH needs a sequence set and items".into()));
         };
         let set = match SequenceSet::parse(&set) {
             Ok(set) => set,
@@ -373,10 +292,7 @@ impl Session {
             Err(error) => return Ok(Reply::Tagged(format!("BAD {error}"))),
         };
         let responses = {
-            let selected = self
-                .selected
-                .as_ref()
-                .expect("dispatch checks for a selected folder");
+            let selected = self.selected.as_ref().expect("dispatch checks for a selected folder");
             let name = selected.name.clone();
             let read_only = selected.read_only;
             let mut mailbox = self.shared.mailbox();
@@ -394,8 +310,7 @@ impl Session {
                     .map(|(_, uid)| *uid)
                     .collect();
                 let seen = BTreeSet::from(["\\Seen".to_string()]);
-                if let Err(error) = mailbox.store_flags(&name, &newly_seen, FlagChange::Add, &seen)
-                {
+                if let Err(error) = mailbox.store_flags(&name, &newly_seen, FlagChange::Add, &seen) {
                     return Ok(Reply::Tagged(format!("NO FETCH failed: {error}")));
                 }
             }
@@ -405,25 +320,12 @@ impl Session {
                 .filter_map(|(sequence, uid)| {
                     let message = folder.find(*uid)?;
                     let raw = mailbox.body(message);
-                    Some(fetch::render(
-                        &items,
-                        message,
-                        &raw,
-                        *sequence,
-                        by_uid,
-                        newly_seen.contains(uid),
-                    ))
+                    Some(fetch::render(&items, message, &raw, *sequence, by_uid, newly_seen.contains(uid)))
                 })
                 .collect::<Vec<_>>()
         };
 
-        if !responses.is_empty()
-            && self
-                .shared
-                .faults
-                .take(FaultKind::ImapDropMidFetch, None)
-                .is_some()
-        {
+        if !responses.is_empty() && self.shared.faults.take(FaultKind::ImapDropMidFetch, None).is_some() {
             let first = &responses[0];
             self.send(&first[..first.len() / 2]).await?;
             return Err(self.drop_connection(FaultKind::ImapDropMidFetch).await);
@@ -432,18 +334,11 @@ impl Session {
         Ok(Reply::Tagged("OK FETCH completed".into()))
     }
 
-    pub(super) async fn store(
-        &mut self,
-        args: &[Token],
-        by_uid: bool,
-    ) -> Result<Reply, SessionEnd> {
-        let (Some(set), Some(operation)) = (
-            args.first().and_then(Token::text),
-            args.get(1).and_then(Token::atom_upper),
-        ) else {
-            return Ok(Reply::Tagged(
-                "BAD STORE needs a sequence set, an operation and flags".into(),
-            ));
+    pub(super) async fn store(&mut self, args: &[Token], by_uid: bool) -> Result<Reply, SessionEnd> {
+        let (Some(set), Some(operation)) =
+            (args.first().and_then(Token::text), args.get(1).and_then(Token::atom_upper))
+        else {
+            return Ok(Reply::Tagged("BAD STORE needs a sequence set, an operation and flags".into()));
         };
         let set = match SequenceSet::parse(&set) {
             Ok(set) => set,
@@ -458,9 +353,7 @@ impl Session {
             "-FLAGS" => FlagChange::Remove,
             "FLAGS" => FlagChange::Replace,
             _ => {
-                return Ok(Reply::Tagged(format!(
-                    "BAD Unknown STORE operation {operation}"
-                )));
+                return Ok(Reply::Tagged(format!("BAD Unknown STORE operation {operation}")));
             }
         };
         let flag_tokens: Vec<Token> = match args.get(2..) {
@@ -474,14 +367,9 @@ impl Session {
         };
 
         let responses = {
-            let selected = self
-                .selected
-                .as_ref()
-                .expect("dispatch checks for a selected folder");
+            let selected = self.selected.as_ref().expect("dispatch checks for a selected folder");
             if selected.read_only {
-                return Ok(Reply::Tagged(
-                    "NO [READ-ONLY] The folder is read-only".into(),
-                ));
+                return Ok(Reply::Tagged("NO [READ-ONLY] The folder is read-only".into()));
             }
             let name = selected.name.clone();
             let mut mailbox = self.shared.mailbox();
@@ -500,14 +388,7 @@ impl Session {
                     let Some(message) = folder.find(*uid) else {
                         continue;
                     };
-                    responses.extend(fetch::render(
-                        &[FetchItem::Flags],
-                        message,
-                        &[],
-                        *sequence,
-                        by_uid,
-                        false,
-                    ));
+                    responses.extend(fetch::render(&[FetchItem::Flags], message, &[], *sequence, by_uid, false));
                 }
             }
             responses
@@ -523,27 +404,17 @@ impl Session {
         remove_source: bool,
     ) -> Result<Reply, SessionEnd> {
         let command = if remove_source { "MOVE" } else { "COPY" };
-        let (Some(set), Some(target)) = (
-            args.first().and_then(Token::text),
-            args.get(1).and_then(Token::text),
-        ) else {
-            return Ok(Reply::Tagged(format!(
-                "BAD {command} needs a sequence set and a folder"
-            )));
+        let (Some(set), Some(target)) = (args.first().and_then(Token::text), args.get(1).and_then(Token::text)) else {
+            return Ok(Reply::Tagged(format!("BAD {command} needs a sequence set and a folder")));
         };
         let set = match SequenceSet::parse(&set) {
             Ok(set) => set,
             Err(error) => return Ok(Reply::Tagged(format!("BAD {error}"))),
         };
         let copied = {
-            let selected = self
-                .selected
-                .as_ref()
-                .expect("dispatch checks for a selected folder");
+            let selected = self.selected.as_ref().expect("dispatch checks for a selected folder");
             if remove_source && selected.read_only {
-                return Ok(Reply::Tagged(
-                    "NO [READ-ONLY] The folder is read-only".into(),
-                ));
+                return Ok(Reply::Tagged("NO [READ-ONLY] The folder is read-only".into()));
             }
             let name = selected.name.clone();
             let mut mailbox = self.shared.mailbox();
@@ -551,15 +422,9 @@ impl Session {
                 return Ok(Reply::Tagged("NO Folder not found".into()));
             };
             if mailbox.folder(&target).is_none() {
-                return Ok(Reply::Tagged(format!(
-                    "NO [TRYCREATE] Folder {target} not found"
-                )));
+                return Ok(Reply::Tagged(format!("NO [TRYCREATE] Folder {target} not found")));
             }
-            let uids: Vec<u32> = self
-                .resolve(&set, by_uid, folder)
-                .iter()
-                .map(|(_, uid)| *uid)
-                .collect();
+            let uids: Vec<u32> = self.resolve(&set, by_uid, folder).iter().map(|(_, uid)| *uid).collect();
             mailbox.copy(&name, &uids, &target, remove_source)
         };
         let (uidvalidity, pairs) = match copied {
@@ -567,21 +432,14 @@ impl Session {
             Err(error) => return Ok(Reply::Tagged(format!("NO {command} failed: {error}"))),
         };
         if pairs.is_empty() {
-            return Ok(Reply::Tagged(format!(
-                "OK {command} completed; no messages matched"
-            )));
+            return Ok(Reply::Tagged(format!("OK {command} completed; no messages matched")));
         }
         let sources: Vec<u32> = pairs.iter().map(|(old, _)| *old).collect();
         let targets: Vec<u32> = pairs.iter().map(|(_, new)| *new).collect();
-        let code = format!(
-            "COPYUID {uidvalidity} {} {}",
-            format_uids(&sources),
-            format_uids(&targets)
-        );
+        let code = format!("COPYUID {uidvalidity} {} {}", format_uids(&sources), format_uids(&targets));
         if remove_source {
             // RFC 6851 section 4.3: COPYUID in an untagged OK, then the EXPUNGE responses.
-            self.send(format!("* OK [{code}] Moved\r\n").as_bytes())
-                .await?;
+            self.send(format!("* OK [{code}] Moved\r\n").as_bytes()).await?;
             Ok(Reply::Tagged("OK MOVE completed".into()))
         } else {
             Ok(Reply::Tagged(format!("OK [{code}] COPY completed")))
@@ -600,8 +458,7 @@ fn parse_flags(tokens: &[Token]) -> Result<BTreeSet<String>, Reply> {
             .split(' ')
             .find(|system| system.eq_ignore_ascii_case(flag))
             .map_or_else(|| flag.clone(), str::to_string);
-        if canonical.starts_with('\\') && !SYSTEM_FLAGS.split(' ').any(|system| system == canonical)
-        {
+        if canonical.starts_with('\\') && !SYSTEM_FLAGS.split(' ').any(|system| system == canonical) {
             return Err(Reply::Tagged(format!("BAD Flag {flag} cannot be stored")));
         }
         flags.insert(canonical);
@@ -619,9 +476,9 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
             Some(('%', rest)) => (0..=name.len())
                 .take_while(|skip| *skip == 0 || name[skip - 1] != '/')
                 .any(|skip| matches(rest, &name[skip..])),
-            Some((first, rest)) => name.split_first().is_some_and(|(head, tail)| {
-                head.eq_ignore_ascii_case(first) && matches(rest, tail)
-            }),
+            Some((first, rest)) => {
+                name.split_first().is_some_and(|(head, tail)| head.eq_ignore_ascii_case(first) && matches(rest, tail))
+            }
         }
     }
     let pattern: Vec<char> = pattern.chars().collect();

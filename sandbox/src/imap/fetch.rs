@@ -52,17 +52,10 @@ pub fn parse_items(token: &Token) -> Result<Vec<FetchItem>, FetchError> {
         };
         let upper = atom.to_ascii_uppercase();
         match upper.as_str() {
-            "ALL" => items.extend([
-                FetchItem::Flags,
-                FetchItem::InternalDate,
-                FetchItem::Rfc822Size,
-                FetchItem::Envelope,
-            ]),
-            "FAST" => items.extend([
-                FetchItem::Flags,
-                FetchItem::InternalDate,
-                FetchItem::Rfc822Size,
-            ]),
+            "ALL" => {
+                items.extend([FetchItem::Flags, FetchItem::InternalDate, FetchItem::Rfc822Size, FetchItem::Envelope])
+            }
+            "FAST" => items.extend([FetchItem::Flags, FetchItem::InternalDate, FetchItem::Rfc822Size]),
             "UID" => items.push(FetchItem::Uid),
             "FLAGS" => items.push(FetchItem::Flags),
             "INTERNALDATE" => items.push(FetchItem::InternalDate),
@@ -81,12 +74,7 @@ pub fn parse_items(token: &Token) -> Result<Vec<FetchItem>, FetchError> {
 }
 
 fn body(section: Section, peek: bool, partial: Option<(usize, usize)>, label: &str) -> FetchItem {
-    FetchItem::Body {
-        section,
-        peek,
-        partial,
-        label: label.to_string(),
-    }
+    FetchItem::Body { section, peek, partial, label: label.to_string() }
 }
 
 fn parse_body(atom: &str) -> Result<FetchItem, FetchError> {
@@ -113,11 +101,7 @@ fn parse_body(atom: &str) -> Result<FetchItem, FetchError> {
             if names.is_empty() {
                 return Err(invalid());
             }
-            let keyword = if exclude {
-                "HEADER.FIELDS.NOT"
-            } else {
-                "HEADER.FIELDS"
-            };
+            let keyword = if exclude { "HEADER.FIELDS.NOT" } else { "HEADER.FIELDS" };
             let label = format!("{keyword} ({})", names.join(" "));
             (Section::HeaderFields(names, exclude), label)
         }
@@ -128,33 +112,20 @@ fn parse_body(atom: &str) -> Result<FetchItem, FetchError> {
     let partial = if rest.is_empty() {
         None
     } else {
-        let inner = rest
-            .strip_prefix('<')
-            .and_then(|r| r.strip_suffix('>'))
-            .ok_or_else(invalid)?;
+        let inner = rest.strip_prefix('<').and_then(|r| r.strip_suffix('>')).ok_or_else(invalid)?;
         let (origin, count) = inner.split_once('.').ok_or_else(invalid)?;
-        Some((
-            origin.parse().map_err(|_| invalid())?,
-            count.parse().map_err(|_| invalid())?,
-        ))
+        Some((origin.parse().map_err(|_| invalid())?, count.parse().map_err(|_| invalid())?))
     };
     let mut label = format!("BODY[{section_label}]");
     if let Some((origin, _)) = partial {
         label.push_str(&format!("<{origin}>"));
     }
-    Ok(FetchItem::Body {
-        section,
-        peek,
-        partial,
-        label,
-    })
+    Ok(FetchItem::Body { section, peek, partial, label })
 }
 
 /// Returns whether fetching `items` sets `\Seen` (a non-peek body item).
 pub fn sets_seen(items: &[FetchItem]) -> bool {
-    items
-        .iter()
-        .any(|item| matches!(item, FetchItem::Body { peek: false, .. }))
+    items.iter().any(|item| matches!(item, FetchItem::Body { peek: false, .. }))
 }
 
 pub fn format_flags(message: &StoredMessage) -> String {
@@ -183,23 +154,16 @@ pub fn render(
         let part = match item {
             FetchItem::Uid => format!("UID {}", message.uid).into_bytes(),
             FetchItem::Flags => format!("FLAGS {}", format_flags(message)).into_bytes(),
-            FetchItem::InternalDate => format!(
-                "INTERNALDATE \"{}\"",
-                message.internal_date.format("%d-%b-%Y %H:%M:%S %z")
-            )
-            .into_bytes(),
+            FetchItem::InternalDate => {
+                format!("INTERNALDATE \"{}\"", message.internal_date.format("%d-%b-%Y %H:%M:%S %z")).into_bytes()
+            }
             FetchItem::Rfc822Size => format!("RFC822.SIZE {}", message.size).into_bytes(),
             FetchItem::Envelope => {
                 let mut part = b"ENVELOPE ".to_vec();
                 part.extend(message::envelope(raw));
                 part
             }
-            FetchItem::Body {
-                section,
-                partial,
-                label,
-                ..
-            } => {
+            FetchItem::Body { section, partial, label, .. } => {
                 let content = section_bytes(section, raw);
                 let content = match partial {
                     Some((origin, count)) => {
@@ -268,9 +232,6 @@ mod tests {
     #[test]
     fn part_numbers_unsupported() {
         let tokens = tokenize(b"BODY[1]").unwrap();
-        assert!(matches!(
-            parse_items(&tokens[0]),
-            Err(FetchError::Unsupported(_))
-        ));
+        assert!(matches!(parse_items(&tokens[0]), Err(FetchError::Unsupported(_))));
     }
 }

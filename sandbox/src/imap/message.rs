@@ -9,11 +9,7 @@ pub fn split(raw: &[u8]) -> (&[u8], &[u8]) {
         .windows(4)
         .position(|window| window == b"\r\n\r\n")
         .map(|position| position + 4)
-        .or_else(|| {
-            raw.windows(2)
-                .position(|window| window == b"\n\n")
-                .map(|position| position + 2)
-        })
+        .or_else(|| raw.windows(2).position(|window| window == b"\n\n").map(|position| position + 2))
         .unwrap_or(raw.len());
     raw.split_at(end)
 }
@@ -44,10 +40,7 @@ pub fn fields(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 /// Returns the unfolded value of the first field called `name`.
 pub fn header_value(raw: &[u8], name: &str) -> Option<String> {
-    fields(raw)
-        .into_iter()
-        .find(|(field, _)| field.eq_ignore_ascii_case(name))
-        .map(|(_, line)| unfold_value(&line))
+    fields(raw).into_iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, line)| unfold_value(&line))
 }
 
 /// Returns the values of every field called `name`, unfolded.
@@ -62,12 +55,7 @@ pub fn header_values(raw: &[u8], name: &str) -> Vec<String> {
 fn unfold_value(line: &[u8]) -> String {
     let text = String::from_utf8_lossy(line);
     let value = text.split_once(':').map_or("", |(_, value)| value);
-    value
-        .split(['\r', '\n'])
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    value.split(['\r', '\n']).map(str::trim).filter(|part| !part.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Returns the header fields named in `names` (or all others, when `exclude`), followed
@@ -75,9 +63,7 @@ fn unfold_value(line: &[u8]) -> String {
 pub fn header_fields(raw: &[u8], names: &[String], exclude: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, line) in fields(raw) {
-        let listed = names
-            .iter()
-            .any(|wanted| wanted.eq_ignore_ascii_case(&name));
+        let listed = names.iter().any(|wanted| wanted.eq_ignore_ascii_case(&name));
         if listed != exclude {
             out.extend_from_slice(&line);
         }
@@ -113,11 +99,7 @@ pub fn envelope(raw: &[u8]) -> Vec<u8> {
             out.extend_from_slice(b" NIL ");
             out.extend(string(mailbox.as_bytes()));
             out.push(b' ');
-            out.extend(if host.is_empty() {
-                b"NIL".to_vec()
-            } else {
-                string(host.as_bytes())
-            });
+            out.extend(if host.is_empty() { b"NIL".to_vec() } else { string(host.as_bytes()) });
             out.push(b')');
         }
         out.push(b')');
@@ -171,9 +153,6 @@ mod tests {
     #[test]
     fn envelope_lists_addresses() {
         let envelope = String::from_utf8(envelope(RAW)).unwrap();
-        assert!(
-            envelope.contains("((\"A\" NIL \"a\" \"example.org\"))"),
-            "{envelope}"
-        );
+        assert!(envelope.contains("((\"A\" NIL \"a\" \"example.org\"))"), "{envelope}");
     }
 }

@@ -41,9 +41,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, implicit_tls: boo
                 } else {
                     Conn::new(Box::new(stream), false, peer)
                 };
-                session::Session::new(conn, Arc::clone(&session_shared))
-                    .run()
-                    .await
+                session::Session::new(conn, Arc::clone(&session_shared)).run().await
             };
             tokio::select! {
                 outcome = run => {

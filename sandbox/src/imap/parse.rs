@@ -114,25 +114,14 @@ impl Parser<'_> {
 
     fn literal(&mut self) -> Result<Token, ParseError> {
         let rest = &self.input[self.pos..];
-        let close = rest
-            .iter()
-            .position(|b| *b == b'}')
-            .ok_or(ParseError::InvalidLiteral)?;
-        let digits =
-            std::str::from_utf8(&rest[1..close]).map_err(|_| ParseError::InvalidLiteral)?;
-        let len: usize = digits
-            .trim_end_matches('+')
-            .parse()
-            .map_err(|_| ParseError::InvalidLiteral)?;
+        let close = rest.iter().position(|b| *b == b'}').ok_or(ParseError::InvalidLiteral)?;
+        let digits = std::str::from_utf8(&rest[1..close]).map_err(|_| ParseError::InvalidLiteral)?;
+        let len: usize = digits.trim_end_matches('+').parse().map_err(|_| ParseError::InvalidLiteral)?;
         if rest.get(close + 1..close + 3) != Some(b"\r\n") {
             return Err(ParseError::InvalidLiteral);
         }
         let start = self.pos + close + 3;
-        let bytes = self
-            .input
-            .get(start..start + len)
-            .ok_or(ParseError::InvalidLiteral)?
-            .to_vec();
+        let bytes = self.input.get(start..start + len).ok_or(ParseError::InvalidLiteral)?.to_vec();
         self.pos = start + len;
         Ok(Token::String(bytes))
     }
@@ -180,10 +169,7 @@ pub fn trailing_literal(line: &[u8]) -> Option<(usize, bool)> {
 
 /// Returns `text` as an IMAP quoted string, or as a literal when it cannot be quoted.
 pub fn string(bytes: &[u8]) -> Vec<u8> {
-    let quotable = bytes.len() < 1024
-        && bytes
-            .iter()
-            .all(|b| !matches!(b, b'\r' | b'\n' | 0) && b.is_ascii());
+    let quotable = bytes.len() < 1024 && bytes.iter().all(|b| !matches!(b, b'\r' | b'\n' | 0) && b.is_ascii());
     if quotable {
         let mut out = vec![b'"'];
         for byte in bytes {
@@ -234,8 +220,7 @@ mod tests {
 
     #[test]
     fn fetch_section_is_one_atom() {
-        let tokens =
-            tokenize(b"a UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.10>)").unwrap();
+        let tokens = tokenize(b"a UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.10>)").unwrap();
         let Token::List(items) = &tokens[4] else {
             panic!("expected a list, got {:?}", tokens[4]);
         };

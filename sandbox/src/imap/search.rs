@@ -53,10 +53,8 @@ pub enum SearchError {
 pub fn parse_criteria(tokens: &[Token]) -> Result<Criterion, SearchError> {
     let mut tokens = tokens;
     if tokens.first().and_then(Token::atom_upper).as_deref() == Some("CHARSET") {
-        let charset = tokens
-            .get(1)
-            .and_then(Token::text)
-            .ok_or_else(|| SearchError::MissingArgument("CHARSET".to_string()))?;
+        let charset =
+            tokens.get(1).and_then(Token::text).ok_or_else(|| SearchError::MissingArgument("CHARSET".to_string()))?;
         if !matches!(charset.to_ascii_uppercase().as_str(), "US-ASCII" | "UTF-8") {
             return Err(SearchError::Charset(charset));
         }
@@ -67,30 +65,19 @@ pub fn parse_criteria(tokens: &[Token]) -> Result<Criterion, SearchError> {
     while let Some(token) = iter.next() {
         all.push(parse_one(token, &mut iter)?);
     }
-    Ok(if all.len() == 1 {
-        all.remove(0)
-    } else {
-        Criterion::And(all)
-    })
+    Ok(if all.len() == 1 { all.remove(0) } else { Criterion::And(all) })
 }
 
-fn parse_one<'a>(
-    token: &Token,
-    rest: &mut impl Iterator<Item = &'a Token>,
-) -> Result<Criterion, SearchError> {
+fn parse_one<'a>(token: &Token, rest: &mut impl Iterator<Item = &'a Token>) -> Result<Criterion, SearchError> {
     let key = match token {
         Token::List(items) => return parse_criteria(items),
         Token::String(bytes) => {
-            return Err(SearchError::UnknownKey(
-                String::from_utf8_lossy(bytes).into_owned(),
-            ));
+            return Err(SearchError::UnknownKey(String::from_utf8_lossy(bytes).into_owned()));
         }
         Token::Atom(atom) => atom.to_ascii_uppercase(),
     };
     let mut argument = || -> Result<String, SearchError> {
-        rest.next()
-            .and_then(Token::text)
-            .ok_or_else(|| SearchError::MissingArgument(key.clone()))
+        rest.next().and_then(Token::text).ok_or_else(|| SearchError::MissingArgument(key.clone()))
     };
     let flag = |name: &str, has: bool| Ok(Criterion::Flag(name.to_string(), has));
     match key.as_str() {
@@ -122,12 +109,7 @@ fn parse_one<'a>(
             Ok(Criterion::Header(name, argument()?))
         }
         "FROM" | "TO" | "CC" | "BCC" | "SUBJECT" => {
-            let name = key
-                .chars()
-                .next()
-                .into_iter()
-                .chain(key.chars().skip(1).flat_map(char::to_lowercase))
-                .collect();
+            let name = key.chars().next().into_iter().chain(key.chars().skip(1).flat_map(char::to_lowercase)).collect();
             Ok(Criterion::Header(name, argument()?))
         }
         "BODY" => Ok(Criterion::Body(argument()?)),
@@ -135,23 +117,14 @@ fn parse_one<'a>(
         "LARGER" => Ok(Criterion::Larger(number(&argument()?)?)),
         "SMALLER" => Ok(Criterion::Smaller(number(&argument()?)?)),
         "NOT" => {
-            let next = rest
-                .next()
-                .ok_or_else(|| SearchError::MissingArgument(key.clone()))?;
+            let next = rest.next().ok_or_else(|| SearchError::MissingArgument(key.clone()))?;
             Ok(Criterion::Not(Box::new(parse_one(next, rest)?)))
         }
         "OR" => {
-            let first = rest
-                .next()
-                .ok_or_else(|| SearchError::MissingArgument(key.clone()))?;
+            let first = rest.next().ok_or_else(|| SearchError::MissingArgument(key.clone()))?;
             let first = parse_one(first, rest)?;
-            let second = rest
-                .next()
-                .ok_or_else(|| SearchError::MissingArgument(key.clone()))?;
-            Ok(Criterion::Or(
-                Box::new(first),
-                Box::new(parse_one(second, rest)?),
-            ))
+            let second = rest.next().ok_or_else(|| SearchError::MissingArgument(key.clone()))?;
+            Ok(Criterion::Or(Box::new(first), Box::new(parse_one(second, rest)?)))
         }
         _ if key.starts_with(|c: char| c.is_ascii_digit() || c == '*') => {
             Ok(Criterion::SequenceSet(SequenceSet::parse(&key)?))
@@ -161,13 +134,11 @@ fn parse_one<'a>(
 }
 
 fn date(text: &str) -> Result<NaiveDate, SearchError> {
-    NaiveDate::parse_from_str(text, "%d-%b-%Y")
-        .map_err(|_| SearchError::InvalidDate(text.to_string()))
+    NaiveDate::parse_from_str(text, "%d-%b-%Y").map_err(|_| SearchError::InvalidDate(text.to_string()))
 }
 
 fn number(text: &str) -> Result<u32, SearchError> {
-    text.parse()
-        .map_err(|_| SearchError::InvalidNumber(text.to_string()))
+    text.parse().map_err(|_| SearchError::InvalidNumber(text.to_string()))
 }
 
 /// One message as SEARCH sees it.
@@ -193,13 +164,9 @@ impl Criterion {
             Criterion::Before(date) => internal_date < *date,
             Criterion::On(date) => internal_date == *date,
             Criterion::Since(date) => internal_date >= *date,
-            Criterion::SentBefore(date) => {
-                sent_date(candidate.raw).is_some_and(|sent| sent < *date)
-            }
+            Criterion::SentBefore(date) => sent_date(candidate.raw).is_some_and(|sent| sent < *date),
             Criterion::SentOn(date) => sent_date(candidate.raw) == Some(*date),
-            Criterion::SentSince(date) => {
-                sent_date(candidate.raw).is_some_and(|sent| sent >= *date)
-            }
+            Criterion::SentSince(date) => sent_date(candidate.raw).is_some_and(|sent| sent >= *date),
             Criterion::Header(name, value) => message::header_values(candidate.raw, name)
                 .iter()
                 .any(|field| contains_ignore_case(field.as_bytes(), value)),
@@ -225,9 +192,7 @@ fn contains_ignore_case(haystack: &[u8], needle: &str) -> bool {
     if needle.is_empty() {
         return true;
     }
-    String::from_utf8_lossy(haystack)
-        .to_lowercase()
-        .contains(&needle)
+    String::from_utf8_lossy(haystack).to_lowercase().contains(&needle)
 }
 
 #[cfg(test)]
@@ -253,20 +218,14 @@ mod tests {
             criteria("OR SEEN NOT DELETED"),
             Criterion::Or(
                 Box::new(Criterion::Flag("\\Seen".to_string(), true)),
-                Box::new(Criterion::Not(Box::new(Criterion::Flag(
-                    "\\Deleted".to_string(),
-                    true
-                ))))
+                Box::new(Criterion::Not(Box::new(Criterion::Flag("\\Deleted".to_string(), true))))
             )
         );
     }
 
     #[test]
     fn since_parses_imap_date() {
-        assert_eq!(
-            criteria("SINCE 1-Feb-2026"),
-            Criterion::Since(NaiveDate::from_ymd_opt(2026, 2, 1).unwrap())
-        );
+        assert_eq!(criteria("SINCE 1-Feb-2026"), Criterion::Since(NaiveDate::from_ymd_opt(2026, 2, 1).unwrap()));
     }
 
     #[test]

@@ -68,11 +68,7 @@ pub fn format_uids(uids: &[u32]) -> String {
             index += 1;
             end = uids[index];
         }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}:{end}")
-        });
+        parts.push(if start == end { start.to_string() } else { format!("{start}:{end}") });
         index += 1;
     }
     parts.join(",")

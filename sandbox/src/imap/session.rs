@@ -57,19 +57,11 @@ pub struct Session {
 
 impl Session {
     pub fn new(conn: Conn, shared: Arc<Shared>) -> Session {
-        Session {
-            conn: Some(conn),
-            shared,
-            authenticated: false,
-            selected: None,
-            bye: None,
-        }
+        Session { conn: Some(conn), shared, authenticated: false, selected: None, bye: None }
     }
 
     pub(super) fn conn(&mut self) -> &mut Conn {
-        self.conn
-            .as_mut()
-            .expect("connection present until the session ends")
+        self.conn.as_mut().expect("connection present until the session ends")
     }
 
     pub(super) async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionEnd> {
@@ -109,17 +101,13 @@ impl Session {
     }
 
     pub async fn run(mut self) -> Result<(), SessionEnd> {
-        let greeting = format!(
-            "* OK [CAPABILITY {}] nhsmail-sandbox IMAP4rev1 service ready\r\n",
-            self.capabilities()
-        );
+        let greeting = format!("* OK [CAPABILITY {}] nhsmail-sandbox IMAP4rev1 service ready\r\n", self.capabilities());
         self.send(greeting.as_bytes()).await?;
         loop {
             let command = match self.read_command().await {
                 Ok(command) => command,
                 Err(SessionEnd::Conn(ConnError::TimedOut(_))) => {
-                    self.send(b"* BYE Autologout; idle for too long\r\n")
-                        .await?;
+                    self.send(b"* BYE Autologout; idle for too long\r\n").await?;
                     return Ok(());
                 }
                 Err(SessionEnd::Conn(ConnError::LineTooLong(max))) => {
@@ -133,19 +121,13 @@ impl Session {
             let tokens = match parse::tokenize(&command) {
                 Ok(tokens) => tokens,
                 Err(error) => {
-                    let tag = command
-                        .split(|b| *b == b' ')
-                        .next()
-                        .map(String::from_utf8_lossy)
-                        .unwrap_or_default();
+                    let tag = command.split(|b| *b == b' ').next().map(String::from_utf8_lossy).unwrap_or_default();
                     let tag = if tag.is_empty() { "*".into() } else { tag };
-                    self.send(format!("{tag} BAD {error}\r\n").as_bytes())
-                        .await?;
+                    self.send(format!("{tag} BAD {error}\r\n").as_bytes()).await?;
                     continue;
                 }
             };
-            let (Some(Token::Atom(tag)), Some(Token::Atom(name))) = (tokens.first(), tokens.get(1))
-            else {
+            let (Some(Token::Atom(tag)), Some(Token::Atom(name))) = (tokens.first(), tokens.get(1)) else {
                 self.send(b"* BAD Missing tag or command\r\n").await?;
                 continue;
             };
@@ -196,14 +178,8 @@ impl Session {
                     self.send(b"* BYE Literal too large\r\n").await?;
                     return Err(ConnError::Closed.into());
                 }
-                let tag =
-                    String::from_utf8_lossy(command.split(|b| *b == b' ').next().unwrap_or(b"*"))
-                        .into_owned();
-                self.send(
-                    format!("{tag} NO [TOOBIG] Literal larger than {max_literal} octets\r\n")
-                        .as_bytes(),
-                )
-                .await?;
+                let tag = String::from_utf8_lossy(command.split(|b| *b == b' ').next().unwrap_or(b"*")).into_owned();
+                self.send(format!("{tag} NO [TOOBIG] Literal larger than {max_literal} octets\r\n").as_bytes()).await?;
                 return Ok(None);
             }
             if !non_sync {
@@ -215,12 +191,7 @@ impl Session {
         }
     }
 
-    async fn dispatch(
-        &mut self,
-        tag: &str,
-        name: &str,
-        args: &[Token],
-    ) -> Result<Reply, SessionEnd> {
+    async fn dispatch(&mut self, tag: &str, name: &str, args: &[Token]) -> Result<Reply, SessionEnd> {
         let any_state = match name {
             "CAPABILITY" => {
                 let line = format!("* CAPABILITY {}\r\n", self.capabilities());
@@ -233,8 +204,7 @@ impl Session {
                 Some(Reply::Close("OK LOGOUT completed".into()))
             }
             "ID" => {
-                self.send(b"* ID (\"name\" \"nhsmail-sandbox\")\r\n")
-                    .await?;
+                self.send(b"* ID (\"name\" \"nhsmail-sandbox\")\r\n").await?;
                 Some(Reply::Tagged("OK ID completed".into()))
             }
             _ => None,
@@ -248,16 +218,12 @@ impl Session {
                 "STARTTLS" => self.starttls(tag).await,
                 "LOGIN" => self.login(args).await,
                 "AUTHENTICATE" => self.authenticate(args).await,
-                _ => Ok(Reply::Tagged(format!(
-                    "BAD {name} is not valid before sign-in"
-                ))),
+                _ => Ok(Reply::Tagged(format!("BAD {name} is not valid before sign-in"))),
             };
         }
 
         match name {
-            "STARTTLS" | "LOGIN" | "AUTHENTICATE" => {
-                Ok(Reply::Tagged("BAD Already signed in".into()))
-            }
+            "STARTTLS" | "LOGIN" | "AUTHENTICATE" => Ok(Reply::Tagged("BAD Already signed in".into())),
             "SELECT" | "EXAMINE" => self.select(args, name == "EXAMINE").await,
             "CREATE" => Ok(self.create(args)),
             "DELETE" => Ok(self.delete(args)),
@@ -274,9 +240,7 @@ impl Session {
                 Ok(Reply::Tagged("OK ENABLE completed".into()))
             }
             "IDLE" => self.idle().await,
-            _ if self.selected.is_none() => {
-                Ok(Reply::Tagged(format!("BAD {name} needs a selected folder")))
-            }
+            _ if self.selected.is_none() => Ok(Reply::Tagged(format!("BAD {name} needs a selected folder"))),
             "CHECK" => Ok(Reply::Tagged("OK CHECK completed".into())),
             "CLOSE" => Ok(self.close(true)),
             "UNSELECT" => Ok(self.close(false)),
@@ -310,8 +274,7 @@ impl Session {
         if self.conn().tls {
             return Ok(Reply::Tagged("BAD TLS already active".into()));
         }
-        self.send(format!("{tag} OK Begin TLS negotiation now\r\n").as_bytes())
-            .await?;
+        self.send(format!("{tag} OK Begin TLS negotiation now\r\n").as_bytes()).await?;
         let acceptor = self.shared.tls.clone();
         self.conn().start_tls(&acceptor).await?;
         Ok(Reply::Sent)
@@ -336,18 +299,12 @@ fn allows_expunge(name: &str, args: &[Token]) -> bool {
 impl Session {
     async fn login(&mut self, args: &[Token]) -> Result<Reply, SessionEnd> {
         if !self.conn().tls {
-            return Ok(Reply::Tagged(
-                "NO [PRIVACYREQUIRED] LOGIN is disabled until STARTTLS".into(),
-            ));
+            return Ok(Reply::Tagged("NO [PRIVACYREQUIRED] LOGIN is disabled until STARTTLS".into()));
         }
-        let (Some(username), Some(password), None) = (
-            args.first().and_then(Token::text),
-            args.get(1).and_then(Token::text),
-            args.get(2),
-        ) else {
-            return Ok(Reply::Tagged(
-                "BAD LOGIN needs a user name and a password".into(),
-            ));
+        let (Some(username), Some(password), None) =
+            (args.first().and_then(Token::text), args.get(1).and_then(Token::text), args.get(2))
+        else {
+            return Ok(Reply::Tagged("BAD LOGIN needs a user name and a password".into()));
         };
         let credentials = Credentials::Password { username, password };
         Ok(self.finish_sign_in(&credentials, "LOGIN"))
@@ -355,18 +312,14 @@ impl Session {
 
     async fn authenticate(&mut self, args: &[Token]) -> Result<Reply, SessionEnd> {
         if !self.conn().tls {
-            return Ok(Reply::Tagged(
-                "NO [PRIVACYREQUIRED] AUTHENTICATE is disabled until STARTTLS".into(),
-            ));
+            return Ok(Reply::Tagged("NO [PRIVACYREQUIRED] AUTHENTICATE is disabled until STARTTLS".into()));
         }
         let Some(mechanism) = args.first().and_then(Token::text) else {
             return Ok(Reply::Tagged("BAD AUTHENTICATE needs a mechanism".into()));
         };
         let mechanism = mechanism.to_ascii_uppercase();
         if mechanism != "PLAIN" && mechanism != "XOAUTH2" {
-            return Ok(Reply::Tagged(format!(
-                "NO Unsupported authentication mechanism {mechanism}"
-            )));
+            return Ok(Reply::Tagged(format!("NO Unsupported authentication mechanism {mechanism}")));
         }
 
         // SASL-IR (RFC 4959) puts the initial response on the command line.
@@ -392,9 +345,7 @@ impl Session {
                 return Ok(Reply::Tagged("BAD Cannot decode the SASL response".into()));
             }
             Err(SaslError::Malformed(_)) => {
-                return Ok(Reply::Tagged(
-                    "NO [AUTHENTICATIONFAILED] Malformed SASL response".into(),
-                ));
+                return Ok(Reply::Tagged("NO [AUTHENTICATIONFAILED] Malformed SASL response".into()));
             }
         };
 
@@ -409,10 +360,7 @@ impl Session {
                 ));
             }
             self.authenticated = true;
-            return Ok(Reply::Tagged(format!(
-                "OK [CAPABILITY {}] AUTHENTICATE completed",
-                self.capabilities()
-            )));
+            return Ok(Reply::Tagged(format!("OK [CAPABILITY {}] AUTHENTICATE completed", self.capabilities())));
         }
         Ok(self.finish_sign_in(&credentials, "AUTHENTICATE"))
     }
@@ -421,17 +369,12 @@ impl Session {
         match self.shared.sign_in(Protocol::Imap, credentials) {
             Ok(()) => {
                 self.authenticated = true;
-                Reply::Tagged(format!(
-                    "OK [CAPABILITY {}] {command} completed",
-                    self.capabilities()
-                ))
+                Reply::Tagged(format!("OK [CAPABILITY {}] {command} completed", self.capabilities()))
             }
             Err(error @ SignInError::Expired { .. }) => {
                 Reply::Tagged(format!("NO [EXPIRED] {command} failed: {error}"))
             }
-            Err(error) => Reply::Tagged(format!(
-                "NO [AUTHENTICATIONFAILED] {command} failed: {error}"
-            )),
+            Err(error) => Reply::Tagged(format!("NO [AUTHENTICATIONFAILED] {command} failed: {error}")),
         }
     }
 
@@ -474,22 +417,12 @@ impl Session {
             }
         }
         let highest_known = selected.uids.last().copied().unwrap_or(0);
-        let new: Vec<u32> = folder
-            .messages
-            .iter()
-            .map(|message| message.uid)
-            .filter(|uid| *uid > highest_known)
-            .collect();
+        let new: Vec<u32> =
+            folder.messages.iter().map(|message| message.uid).filter(|uid| *uid > highest_known).collect();
         if !new.is_empty() {
             selected.uids.extend(new);
-            let recent = folder
-                .messages
-                .iter()
-                .filter(|message| message.recent)
-                .count();
-            out.extend(
-                format!("* {} EXISTS\r\n* {recent} RECENT\r\n", selected.uids.len()).into_bytes(),
-            );
+            let recent = folder.messages.iter().filter(|message| message.recent).count();
+            out.extend(format!("* {} EXISTS\r\n* {recent} RECENT\r\n", selected.uids.len()).into_bytes());
         }
         out
     }
@@ -507,10 +440,7 @@ impl Session {
                 self.send(format!("* BYE {reason}\r\n").as_bytes()).await?;
                 return Err(ConnError::Closed.into());
             }
-            let conn = self
-                .conn
-                .as_mut()
-                .expect("connection present until the session ends");
+            let conn = self.conn.as_mut().expect("connection present until the session ends");
             tokio::select! {
                 read = conn.read_line_into(&mut line, MAX_LINE) => {
                     read?;

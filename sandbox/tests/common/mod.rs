@@ -11,12 +11,7 @@ pub const CASES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pytho
 /// Runs `case` with the sandbox's info as JSON and panics with its output if it fails.
 pub async fn run_python_case(case: &str, info_json: &str, extra_args: &[&Path]) {
     let mut command = tokio::process::Command::new("python3");
-    command
-        .arg(CASES_SCRIPT)
-        .arg(case)
-        .args(extra_args)
-        .env("SANDBOX_INFO", info_json)
-        .kill_on_drop(true);
+    command.arg(CASES_SCRIPT).arg(case).args(extra_args).env("SANDBOX_INFO", info_json).kill_on_drop(true);
     let output = tokio::time::timeout(CASE_TIMEOUT, command.output())
         .await
         .unwrap_or_else(|_| panic!("python case {case} ran longer than {CASE_TIMEOUT:?}"))
