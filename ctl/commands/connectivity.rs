@@ -45,7 +45,7 @@ pub fn render(connectivity: &Connectivity) -> String {
         .row("Username", or_dash(&connectivity.username))
         .row("SMTP server", or_dash(&connectivity.smtp_server))
         .row("IMAP server", or_dash(&connectivity.imap_server))
-        .row("Upload interval", format!("{} minutes", connectivity.upload_interval_minutes))
+        .row("Upload interval", minutes(connectivity.upload_interval_minutes))
         .row("Next upload", local_time(connectivity.next_upload_at.as_ref(), "not scheduled"))
         .row("Password stored", yes_no(connectivity.password_set))
         .row("Password state", password_state)
@@ -58,4 +58,8 @@ pub fn render(connectivity: &Connectivity) -> String {
         .row("Last error", or_dash(&connectivity.last_error))
         .row("Sending", sending_state(connectivity.sending_paused, &connectivity.sending_paused_reason))
         .render()
+}
+
+fn minutes(count: u32) -> String {
+    if count == 1 { "1 minute".to_string() } else { format!("{count} minutes") }
 }
