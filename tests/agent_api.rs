@@ -334,3 +334,38 @@ fn non_loopback_listen_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
 }
+
+#[test]
+fn ctl_send_prints_encoding_and_parts() {
+    let (_dir, agent) = start();
+    let output =
+        agent.ctl(&["--output", "json", "send", "--to", "+44 (0)7700 900123", "--text", "Clinic moved to room 4 {2}"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let sent: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    let message = &sent["message"];
+    assert_eq!(message["to"], "+447700900123");
+    assert_eq!(message["encoding"], "gsm7");
+    assert_eq!(message["parts"], 1);
+    assert_eq!(message["length"], 28, "braces count as two GSM-7 characters each");
+}
+
+#[test]
+fn ctl_prints_warnings_on_stderr() {
+    let (_dir, agent) = start();
+    let output = agent.ctl(&["--output", "json", "messages", "list"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: No mailbox password is set"), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout holds only JSON");
+    assert!(listed["messages"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn ctl_invalid_number_exits_one() {
+    let (_dir, agent) = start();
+    let output = agent.ctl(&["send", "--to", "020 7946 0123", "--text", "Hello"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("020 7946 0123"), "names the value: {stderr}");
+    assert!(stderr.contains("landline"), "gives the reason: {stderr}");
+}
