@@ -8,6 +8,7 @@ const PROTO_FILES: &[&str] = &[
     "proto/nhsmail/agent/v1/connectivity.proto",
     "proto/nhsmail/agent/v1/messages.proto",
     "proto/nhsmail/agent/v1/status.proto",
+    "proto/nhsmail/agent/v1/optouts.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -13,13 +13,14 @@ use crate::queue::{MessageStatus, Priority};
 use crate::secret::Secret;
 use crate::sms::{self, Encoding};
 use crate::store::{
-    EventRecord, MessageRecord, NewMessage, ReplyFilter, ReplyRecord, Store, StoreError, Submission, UploadReport,
+    EventRecord, MessageRecord, NewMessage, OptOut, OptOutSource, ReplyFilter, ReplyRecord, Store, StoreError,
+    Submission, UploadReport,
 };
 use crate::transport::Credentials;
 use crate::transport::imap::{ImapClient, ImapErrorKind};
 use crate::transport::smtp::{SmtpClient, SmtpErrorKind};
 
-/// Maximum length of an idempotency key or client reference, in characters.
+/// Maximum length of an idempotency key, a client reference or an opt-out note, in characters.
 pub const MAX_KEY_CHARS: usize = 200;
 /// Most messages accepted in one SubmitMessages call.
 pub const MAX_BATCH: usize = 1000;
@@ -182,7 +183,18 @@ impl App {
             let prefix = if field_prefix.is_empty() { String::new() } else { format!("{field_prefix}[{index}].") };
             batch.push(self.validate(caller, request, now, &prefix)?);
         }
-        let stored = self.store.submit(batch).await?;
+        let stored = match self.store.submit(batch).await {
+            Err(StoreError::OptedOut { index, e164, since }) => {
+                let field =
+                    if field_prefix.is_empty() { "to".to_string() } else { format!("{field_prefix}[{index}].to") };
+                return Err(AppError::FailedPrecondition(format!(
+                    "{field}: {e164} opted out of texts on {}, so nothing was queued. If the patient asks to \
+                     receive texts again, run `nhsmail-ctl optouts remove {e164}`",
+                    since.format("%Y-%m-%d %H:%M UTC")
+                )));
+            }
+            other => other?,
+        };
         if stored.iter().any(|submission| !submission.duplicate) {
             self.new_message.notify_one();
         }
@@ -297,6 +309,35 @@ impl App {
         }
         let token = Some(page_token).filter(|token| !token.is_empty());
         Ok(self.store.list_replies(filter, page_size, token).await?)
+    }
+
+    /// Returns one page of opted-out numbers, most recent first.
+    pub async fn list_opt_outs(
+        &self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<OptOut>, Option<String>), AppError> {
+        let page_size = page_size_or_default(page_size, "page_size")?;
+        let token = Some(page_token).filter(|token| !token.is_empty());
+        Ok(self.store.list_opt_outs(page_size, token).await?)
+    }
+
+    /// Opts a number out by an operator's request; a number already opted out keeps its date.
+    pub async fn add_opt_out(&self, number: &str, note: &str) -> Result<OptOut, AppError> {
+        let e164 = opt_out_number(number)?;
+        check_note(note)?;
+        let opt_out = self.store.add_opt_out(&e164, OptOutSource::Manual, note, Utc::now()).await?;
+        tracing::info!(number = %e164, "number opted out by an operator");
+        Ok(opt_out)
+    }
+
+    /// Opts a number back in; returns whether it was opted out.
+    pub async fn remove_opt_out(&self, number: &str, note: &str) -> Result<bool, AppError> {
+        let e164 = opt_out_number(number)?;
+        check_note(note)?;
+        let removed = self.store.remove_opt_out(&e164, OptOutSource::Manual, note, Utc::now()).await?;
+        tracing::info!(number = %e164, removed, "number opted back in by an operator");
+        Ok(removed)
     }
 
     pub async fn status(&self) -> Result<AgentStatus, AppError> {
@@ -504,6 +545,26 @@ impl App {
         }
         warnings
     }
+}
+
+fn opt_out_number(number: &str) -> Result<String, AppError> {
+    sms::normalise_number(number)
+        .map(|number| number.e164().to_string())
+        .map_err(|error| AppError::InvalidArgument { field: "number".into(), message: error.to_string() })
+}
+
+fn check_note(note: &str) -> Result<(), AppError> {
+    let length = note.chars().count();
+    if length > MAX_KEY_CHARS {
+        return Err(AppError::InvalidArgument {
+            field: "note".into(),
+            message: format!("is {length} characters long; the maximum is {MAX_KEY_CHARS}"),
+        });
+    }
+    if note.chars().any(char::is_control) {
+        return Err(AppError::InvalidArgument { field: "note".into(), message: "contains a control character".into() });
+    }
+    Ok(())
 }
 
 fn page_size_or_default(page_size: u32, field: &str) -> Result<u32, AppError> {

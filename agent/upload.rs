@@ -226,6 +226,7 @@ fn inbound_record(
                 from_e164: reply.from.e164().to_string(),
                 text: reply.text.clone(),
                 raw_text: reply.raw_text.clone(),
+                opt_out: opt_out_keyword(&reply.text),
             }
         }
         InboundKind::DelayReport | InboundKind::AutoReply | InboundKind::Other => {
@@ -246,5 +247,16 @@ fn inbound_record(
         reason: classified.reason.clone(),
         candidate_ids: classified.original_message_ids.clone(),
         effect,
+    }
+}
+
+/// Returns `Some(true)` for a STOP reply and `Some(false)` for START, tolerating case, spaces and punctuation.
+// TODO: use the keyword the mailbox classifier extracts once it does, so the rule lives in one place.
+fn opt_out_keyword(text: &str) -> Option<bool> {
+    let word: String = text.chars().filter(|c| c.is_alphanumeric() || c.is_whitespace()).collect();
+    match word.trim().to_ascii_uppercase().as_str() {
+        "STOP" => Some(true),
+        "START" => Some(false),
+        _ => None,
     }
 }

@@ -19,7 +19,7 @@ const MAX_PAGE_SIZE: u32 = 1000;
 #[command(
     name = "nhsmail-ctl",
     version,
-    about = "Control an nhsmail-agent: status, mailbox connectivity, password, uploads, texts and replies",
+    about = "Control an nhsmail-agent: status, mailbox connectivity, password, uploads, texts, replies and opt-outs",
     propagate_version = true
 )]
 pub struct Cli {
@@ -88,6 +88,10 @@ pub enum Command {
     /// List the replies patients sent back.
     #[command(subcommand)]
     Replies(RepliesCommand),
+
+    /// List, add or remove numbers that must not be texted (a STOP reply opts a number out).
+    #[command(subcommand)]
+    Optouts(OptoutsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +230,38 @@ pub enum StatusArg {
     Expired,
     Cancelled,
     Uncertain,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OptoutsCommand {
+    /// List opted-out numbers, most recent first.
+    List(OptoutsListArgs),
+    /// Opt a number out, so texts to it are rejected.
+    Add(OptoutChangeArgs),
+    /// Opt a number back in, for example when the patient asks for texts again.
+    Remove(OptoutChangeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OptoutsListArgs {
+    /// Maximum number of opt-outs to list, 1 to 1000 (the agent's default is 100).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_limit)]
+    pub limit: Option<u32>,
+
+    /// Token printed by the previous page, to list the next one.
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OptoutChangeArgs {
+    /// The patient's mobile number, in any common form.
+    #[arg(value_name = "NUMBER")]
+    pub number: String,
+
+    /// A note stored with the change, for example who asked for it (at most 200 characters).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub note: String,
 }
 
 #[derive(Debug, Subcommand)]

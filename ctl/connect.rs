@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use nhsmail_agent::proto::agent_service_client::AgentServiceClient;
 use nhsmail_agent::proto::connectivity_service_client::ConnectivityServiceClient;
 use nhsmail_agent::proto::message_service_client::MessageServiceClient;
+use nhsmail_agent::proto::opt_out_service_client::OptOutServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
@@ -49,6 +50,10 @@ impl Agent {
 
     pub fn message_service(&self) -> MessageServiceClient<AuthChannel> {
         MessageServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+
+    pub fn opt_out_service(&self) -> OptOutServiceClient<AuthChannel> {
+        OptOutServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
     }
 
     /// Wraps a request message, telling the agent the deadline through the `grpc-timeout` header.

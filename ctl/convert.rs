@@ -7,9 +7,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use nhsmail_agent::proto::{
-    Connectivity, Encoding, ListMessagesResponse, ListRepliesResponse, Message, MessageEvent, MessageStatus,
-    PasswordState, Priority, QueueCount, Reply, Status, SubmitMessageResponse, UpdatePasswordResponse, UploadReport,
-    Warning,
+    Connectivity, Encoding, ListMessagesResponse, ListOptOutsResponse, ListRepliesResponse, Message, MessageEvent,
+    MessageStatus, OptOut, PasswordState, Priority, QueueCount, Reply, Status, SubmitMessageResponse,
+    UpdatePasswordResponse, UploadReport, Warning,
 };
 use prost_types::Timestamp;
 use serde_json::{Value, json};
@@ -240,6 +240,22 @@ pub fn reply_json(reply: &Reply) -> Value {
         "received_at": time_json(reply.received_at.as_ref()),
         "message_id": reply.message_id,
         "email_message_id": reply.email_message_id,
+    })
+}
+
+pub fn opt_out_json(opt_out: &OptOut) -> Value {
+    json!({
+        "number": opt_out.number,
+        "opted_out_at": time_json(opt_out.opted_out_at.as_ref()),
+        "source": opt_out.source,
+        "note": opt_out.note,
+    })
+}
+
+pub fn list_opt_outs_json(response: &ListOptOutsResponse) -> Value {
+    json!({
+        "opt_outs": response.opt_outs.iter().map(opt_out_json).collect::<Vec<_>>(),
+        "next_page_token": response.next_page_token,
     })
 }
 

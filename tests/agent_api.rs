@@ -369,3 +369,44 @@ fn ctl_invalid_number_exits_one() {
     assert!(stderr.contains("020 7946 0123"), "names the value: {stderr}");
     assert!(stderr.contains("landline"), "gives the reason: {stderr}");
 }
+
+#[test]
+fn opted_out_number_is_rejected_until_removed() {
+    let (_dir, agent) = start();
+    let added = agent.ctl(&["optouts", "add", "07700 900123", "--note", "asked at reception"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+
+    let refused = agent.ctl(&["send", "--to", "07700900123", "--text", "Flu clinic on Saturday"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("+447700900123 opted out of texts on"), "{stderr}");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(stderr.contains(&today), "names the opt-out date: {stderr}");
+
+    let listed = agent.ctl(&["--output", "json", "optouts", "list"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["opt_outs"][0]["number"], "+447700900123");
+    assert_eq!(listed["opt_outs"][0]["source"], "manual");
+
+    let removed = agent.ctl(&["optouts", "remove", "+447700900123"]);
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    let accepted = agent.ctl(&["send", "--to", "07700900123", "--text", "Flu clinic on Saturday"]);
+    assert!(accepted.status.success(), "{}", String::from_utf8_lossy(&accepted.stderr));
+}
+
+#[tokio::test]
+async fn opted_out_number_fails_batch_with_index() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let add = agent.ctl(&["optouts", "add", "07700900002"]);
+    assert!(add.status.success());
+
+    let batch = proto::SubmitMessagesRequest {
+        messages: vec![submit("07700900001", "First"), submit("07700900002", "Second")],
+    };
+    let status = clients.messages.submit_messages(batch).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("messages[1].to"), "{}", status.message());
+    let listed = clients.messages.list_messages(proto::ListMessagesRequest::default()).await.unwrap().into_inner();
+    assert!(listed.messages.is_empty());
+}

@@ -274,3 +274,33 @@ async fn killed_agent_loses_and_repeats_nothing() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_reply_blocks_next_text() {
+    let Some(servers) = RealServers::from_env("stop_reply_blocks_next_text") else { return };
+    let _lock = REAL_SERVER_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &servers.agent_config(""));
+    let mut clients = agent.clients().await;
+    set_password(&mut clients, servers.password(), false).await;
+
+    let submitted = clients.messages.submit_message(submit("07700900125", "Your flu jab is due.")).await.unwrap();
+    let id = submitted.into_inner().message.unwrap().id;
+    let sent = wait_for_status(&mut clients, &id, MessageStatus::Sent).await;
+
+    let reply = format!(
+        "From: 447700900125@sms.nhs.net\r\nTo: {to}\r\nSubject: Re: SMS\r\nMessage-ID: <stop-{tag}@sms.nhs.net>\r\n\
+         In-Reply-To: <{original}>\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Stop.\r\n",
+        to = servers.username(),
+        tag = unique_tag(),
+        original = sent.smtp_message_id,
+    );
+    servers.append_to_practice_inbox(&reply);
+    clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.unwrap();
+
+    let refused = clients.messages.submit_message(submit("+44 7700 900125", "Clinic closed on Friday.")).await;
+    let status = refused.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("+447700900125 opted out"), "{}", status.message());
+}

@@ -9,7 +9,7 @@ use crate::app::{AgentStatus, AppError, Connectivity, SubmitRequest, Warning};
 use crate::credentials::PasswordState;
 use crate::proto;
 use crate::queue::{MessageStatus, Priority};
-use crate::store::{EventRecord, MessageRecord, ReplyRecord, Submission, UploadReport};
+use crate::store::{EventRecord, MessageRecord, OptOut, ReplyRecord, Submission, UploadReport};
 
 /// Maps every core error to its gRPC code. No wildcard arm: a new variant must be mapped here.
 pub fn status_from_error(error: &AppError) -> Status {
@@ -166,6 +166,15 @@ pub fn submission(submission: Submission) -> proto::SubmitMessageResponse {
     proto::SubmitMessageResponse {
         message: Some(message(submission.message, Vec::new())),
         duplicate: submission.duplicate,
+    }
+}
+
+pub fn opt_out(opt_out: OptOut) -> proto::OptOut {
+    proto::OptOut {
+        number: opt_out.e164,
+        opted_out_at: Some(timestamp(opt_out.opted_out_at)),
+        source: opt_out.source,
+        note: opt_out.note,
     }
 }
 

@@ -4,6 +4,7 @@
 mod connectivity;
 mod convert;
 mod messages;
+mod optouts;
 mod status;
 
 use std::future::Future;
@@ -48,6 +49,10 @@ pub async fn serve(
         messages::MessageApi { app: app.clone() },
         check.clone(),
     );
+    let opt_outs = proto::opt_out_service_server::OptOutServiceServer::with_interceptor(
+        optouts::OptOutApi { app: app.clone() },
+        check.clone(),
+    );
     let status = proto::agent_service_server::AgentServiceServer::with_interceptor(status::AgentApi { app }, check);
 
     tonic::transport::Server::builder()
@@ -55,6 +60,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(connectivity)
         .add_service(messages)
+        .add_service(opt_outs)
         .add_service(status)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await

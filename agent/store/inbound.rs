@@ -5,6 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter, types::Value};
 use uuid::Uuid;
 
+use super::optouts::{OptOutSource, set_opted_out};
 use super::{
     Store, StoreError, clamp_page_size, get_time,
     messages::{change_status, normalise_message_id, paginate},
@@ -60,8 +61,9 @@ pub enum Effect {
     Delivered,
     /// A failure report: the matched message becomes `failed` with this reason.
     Failed { reason: String },
-    /// A patient reply, stored as a reply row whether or not a message matches.
-    Reply { from_e164: String, text: String, raw_text: String },
+    /// A patient reply, stored as a reply row whether or not a message matches. `opt_out` is `Some(true)` for a
+    /// STOP reply and `Some(false)` for START, which opt the number out of texts and back in.
+    Reply { from_e164: String, text: String, raw_text: String, opt_out: Option<bool> },
 }
 
 /// The result of [`Store::record_inbound`].
@@ -346,7 +348,7 @@ fn apply_effect(
         Effect::Failed { reason } => {
             change_if_allowed(connection, matched_message_id, MessageStatus::Failed, now, reason)
         }
-        Effect::Reply { from_e164, text, raw_text } => {
+        Effect::Reply { from_e164, text, raw_text, opt_out } => {
             connection
                 .prepare_cached(
                     "INSERT INTO replies (id, from_e164, text, raw_text, received_at, message_id, email_message_id, \
@@ -362,6 +364,10 @@ fn apply_effect(
                     email_message_id,
                     inbound_id,
                 ])?;
+            if let Some(opted_out) = *opt_out {
+                let note = if opted_out { "replied STOP" } else { "replied START" };
+                set_opted_out(connection, from_e164, opted_out, OptOutSource::Reply, note, record.received_at)?;
+            }
             Ok(false)
         }
     }

@@ -108,13 +108,14 @@ impl Store {
     /// single-message calls are bounded by the disk's sync rate. Batch where throughput matters.
     ///
     /// A message whose (caller, idempotency key) matches a stored one is not stored, and the stored message is
-    /// returned with `duplicate` set. This includes a match with an earlier message in the same batch.
+    /// returned with `duplicate` set. This includes a match with an earlier message in the same batch. A new message
+    /// for an opted-out number fails the whole batch with [`StoreError::OptedOut`].
     pub async fn submit(&self, batch: Vec<NewMessage>) -> Result<Vec<Submission>, StoreError> {
         self.write(move |connection| {
             let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut results = Vec::with_capacity(batch.len());
-            for message in batch {
-                results.push(submit_one(&transaction, message)?);
+            for (index, message) in batch.into_iter().enumerate() {
+                results.push(submit_one(&transaction, index, message)?);
             }
             transaction.commit()?;
             Ok(results)
@@ -466,7 +467,7 @@ impl Store {
     }
 }
 
-fn submit_one(connection: &Connection, message: NewMessage) -> Result<Submission, StoreError> {
+fn submit_one(connection: &Connection, index: usize, message: NewMessage) -> Result<Submission, StoreError> {
     if !message.idempotency_key.is_empty() {
         // The `<> ''` term lets SQLite use the partial index messages_idempotency; without it every lookup scans.
         let existing = connection
@@ -479,6 +480,10 @@ fn submit_one(connection: &Connection, message: NewMessage) -> Result<Submission
         if let Some(existing) = existing {
             return Ok(Submission { message: existing, duplicate: true });
         }
+    }
+
+    if let Some(since) = super::optouts::opted_out_at(connection, &message.to_e164)? {
+        return Err(StoreError::OptedOut { index, e164: message.to_e164, since });
     }
 
     let id = message.id.unwrap_or_else(|| Uuid::now_v7().to_string());

@@ -10,6 +10,7 @@
 mod credential;
 mod inbound;
 mod messages;
+mod optouts;
 mod reports;
 mod schema;
 mod settings;
@@ -34,6 +35,7 @@ use crate::queue::{MessageStatus, Priority};
 pub use credential::{CredentialRecord, CredentialStatus, EncryptedPassword, PendingPassword};
 pub use inbound::{Effect, ImapState, InboundOutcome, InboundRecord, ReplyFilter, ReplyRecord};
 pub use messages::{EventRecord, MessageRecord, NewMessage, RecoveryCounts, Submission};
+pub use optouts::{OptOut, OptOutSource};
 pub use reports::{UploadCounts, UploadReport};
 
 /// File name of the database inside the data directory.
@@ -53,6 +55,9 @@ pub enum StoreError {
     InvalidTransition { id: String, from: MessageStatus, to: MessageStatus },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A message in a submission is for a number that opted out; nothing in the submission was stored.
+    #[error("{e164} opted out of texts on {since}")]
+    OptedOut { index: usize, e164: String, since: DateTime<Utc> },
     #[error("invalid page token: {0:?}")]
     InvalidPageToken(String),
     #[error("disk full writing {}: free space on that disk", path.display())]

@@ -17,10 +17,33 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// Schema steps: step `i` takes `user_version` from `i` to `i + 1`. Append new steps; never edit a released one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this code writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Numbers that must not be texted (a STOP reply or an operator's request), and the history of opt-outs and
+/// opt-ins, which is kept after a number opts back in.
+const MIGRATION_2: &str = "
+CREATE TABLE opt_outs (
+    seq INTEGER PRIMARY KEY,
+    e164 TEXT NOT NULL UNIQUE,
+    opted_out_at INTEGER NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('reply', 'manual')),
+    note TEXT NOT NULL DEFAULT ''
+) STRICT;
+
+CREATE TABLE opt_out_events (
+    seq INTEGER PRIMARY KEY,
+    e164 TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('opt_out', 'opt_in')),
+    source TEXT NOT NULL CHECK (source IN ('reply', 'manual')),
+    note TEXT NOT NULL DEFAULT ''
+) STRICT;
+
+CREATE INDEX opt_out_events_number ON opt_out_events (e164);
+";
 
 /// Times are integer Unix milliseconds, UTC. `priority_rank` and `due_at` are generated so that the claim index can
 /// order by them.

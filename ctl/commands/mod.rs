@@ -3,6 +3,7 @@
 
 mod connectivity;
 mod messages;
+mod optouts;
 mod password;
 mod replies;
 mod status;
@@ -13,7 +14,9 @@ use std::time::Duration;
 use nhsmail_agent::paths::{admin_token_path, default_data_dir};
 use nhsmail_agent::proto::GetStatusRequest;
 
-use crate::cli::{Cli, Command, ConnectivityCommand, MessagesCommand, PasswordCommand, RepliesCommand, UploadCommand};
+use crate::cli::{
+    Cli, Command, ConnectivityCommand, MessagesCommand, OptoutsCommand, PasswordCommand, RepliesCommand, UploadCommand,
+};
 use crate::connect::Agent;
 use crate::output;
 use crate::token::{self, TOKEN_ENV};
@@ -37,6 +40,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Messages(MessagesCommand::Show { id }) => messages::show(&agent, format, id).await,
         Command::Messages(MessagesCommand::Cancel { id }) => messages::cancel(&agent, format, id).await,
         Command::Replies(RepliesCommand::List(args)) => replies::list(&agent, format, args).await,
+        Command::Optouts(OptoutsCommand::List(args)) => optouts::list(&agent, format, args).await,
+        Command::Optouts(OptoutsCommand::Add(args)) => optouts::add(&agent, format, args).await,
+        Command::Optouts(OptoutsCommand::Remove(args)) => optouts::remove(&agent, format, args).await,
     }
 }
 

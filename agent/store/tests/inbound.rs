@@ -196,6 +196,7 @@ fn reply(uid: u32, from_e164: &str, received_after: i64) -> InboundRecord {
         from_e164: String::from(from_e164),
         text: String::from("Yes, I can come"),
         raw_text: String::from("Yes, I can come\n\nSent from my phone"),
+        opt_out: None,
     };
     record
 }

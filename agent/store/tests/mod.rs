@@ -2,6 +2,7 @@
 
 mod inbound;
 mod messages;
+mod optouts;
 mod schema;
 mod settings;
 
