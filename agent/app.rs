@@ -13,8 +13,8 @@ use crate::queue::{MessageStatus, Priority};
 use crate::secret::Secret;
 use crate::sms::{self, Encoding};
 use crate::store::{
-    EventRecord, MessageRecord, NewMessage, OptOut, OptOutSource, ReplyFilter, ReplyRecord, Store, StoreError,
-    Submission, UploadReport,
+    EventRecord, InboundEmail, MessageRecord, NewMessage, OptOut, OptOutSource, ReplyFilter, ReplyRecord, Store,
+    StoreError, Submission, UploadReport,
 };
 use crate::transport::Credentials;
 use crate::transport::imap::{ImapClient, ImapErrorKind};
@@ -340,6 +340,34 @@ impl App {
         Ok(removed)
     }
 
+    /// Returns one page of inbound emails kept for review, newest first.
+    pub async fn list_inbound_for_review(
+        &self,
+        include_reviewed: bool,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<InboundEmail>, Option<String>), AppError> {
+        let page_size = page_size_or_default(page_size, "page_size")?;
+        let token = Some(page_token).filter(|token| !token.is_empty());
+        Ok(self.store.list_inbound_for_review(include_reviewed, page_size, token).await?)
+    }
+
+    /// Returns one inbound email with its raw content.
+    pub async fn inbound_email(&self, id: u64) -> Result<InboundEmail, AppError> {
+        let key = inbound_id(id)?;
+        self.store
+            .inbound_email(key)
+            .await?
+            .ok_or_else(|| AppError::NotFound { what: "inbound email", id: id.to_string() })
+    }
+
+    /// Marks an inbound email reviewed.
+    pub async fn mark_reviewed(&self, id: u64) -> Result<InboundEmail, AppError> {
+        let email = self.store.mark_reviewed(inbound_id(id)?).await?;
+        tracing::info!(inbound_id = id, "inbound email marked reviewed");
+        Ok(email)
+    }
+
     pub async fn status(&self) -> Result<AgentStatus, AppError> {
         let now = Utc::now();
         let store = &self.store;
@@ -545,6 +573,10 @@ impl App {
         }
         warnings
     }
+}
+
+fn inbound_id(id: u64) -> Result<i64, AppError> {
+    i64::try_from(id).map_err(|_| AppError::NotFound { what: "inbound email", id: id.to_string() })
 }
 
 fn opt_out_number(number: &str) -> Result<String, AppError> {

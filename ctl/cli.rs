@@ -19,7 +19,7 @@ const MAX_PAGE_SIZE: u32 = 1000;
 #[command(
     name = "nhsmail-ctl",
     version,
-    about = "Control an nhsmail-agent: status, mailbox connectivity, password, uploads, texts, replies and opt-outs",
+    about = "Control an nhsmail-agent: status, mailbox connectivity, password, uploads, texts, replies, opt-outs and review",
     propagate_version = true
 )]
 pub struct Cli {
@@ -92,6 +92,10 @@ pub enum Command {
     /// List, add or remove numbers that must not be texted (a STOP reply opts a number out).
     #[command(subcommand)]
     Optouts(OptoutsCommand),
+
+    /// Review inbound mail the agent could not act on by itself.
+    #[command(subcommand)]
+    Inbox(InboxCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,6 +234,38 @@ pub enum StatusArg {
     Expired,
     Cancelled,
     Uncertain,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InboxCommand {
+    /// List emails kept for review (unclassified mail, auto-replies, reports that matched no text), newest first.
+    Review(InboxReviewArgs),
+    /// Show one inbound email, with its content as received.
+    Show(InboxIdArgs),
+    /// Mark an email reviewed, which takes it off the review list.
+    MarkReviewed(InboxIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InboxReviewArgs {
+    /// Also list emails already marked reviewed.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Maximum number of emails to list, 1 to 1000 (the agent's default is 100).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_limit)]
+    pub limit: Option<u32>,
+
+    /// Token printed by the previous page, to list the next one.
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InboxIdArgs {
+    /// The inbound email's id, as listed by `inbox review`.
+    #[arg(value_name = "ID")]
+    pub id: u64,
 }
 
 #[derive(Debug, Subcommand)]

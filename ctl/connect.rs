@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use nhsmail_agent::proto::agent_service_client::AgentServiceClient;
 use nhsmail_agent::proto::connectivity_service_client::ConnectivityServiceClient;
+use nhsmail_agent::proto::inbox_service_client::InboxServiceClient;
 use nhsmail_agent::proto::message_service_client::MessageServiceClient;
 use nhsmail_agent::proto::opt_out_service_client::OptOutServiceClient;
 use tonic::service::interceptor::InterceptedService;
@@ -50,6 +51,10 @@ impl Agent {
 
     pub fn message_service(&self) -> MessageServiceClient<AuthChannel> {
         MessageServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+
+    pub fn inbox_service(&self) -> InboxServiceClient<AuthChannel> {
+        InboxServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
     }
 
     pub fn opt_out_service(&self) -> OptOutServiceClient<AuthChannel> {

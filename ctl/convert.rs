@@ -7,9 +7,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use nhsmail_agent::proto::{
-    Connectivity, Encoding, ListMessagesResponse, ListOptOutsResponse, ListRepliesResponse, Message, MessageEvent,
-    MessageStatus, OptOut, PasswordState, Priority, QueueCount, Reply, Status, SubmitMessageResponse,
-    UpdatePasswordResponse, UploadReport, Warning,
+    Connectivity, Encoding, InboundEmail, ListInboundForReviewResponse, ListMessagesResponse, ListOptOutsResponse,
+    ListRepliesResponse, Message, MessageEvent, MessageStatus, OptOut, PasswordState, Priority, QueueCount, Reply,
+    Status, SubmitMessageResponse, UpdatePasswordResponse, UploadReport, Warning,
 };
 use prost_types::Timestamp;
 use serde_json::{Value, json};
@@ -240,6 +240,29 @@ pub fn reply_json(reply: &Reply) -> Value {
         "received_at": time_json(reply.received_at.as_ref()),
         "message_id": reply.message_id,
         "email_message_id": reply.email_message_id,
+    })
+}
+
+/// Converts an inbound email; the raw content is included as text (lossy UTF-8) when the agent sent it.
+pub fn inbound_email_json(email: &InboundEmail) -> Value {
+    json!({
+        "id": email.id,
+        "kind": email.kind,
+        "from": email.from,
+        "subject": email.subject,
+        "received_at": time_json(email.received_at.as_ref()),
+        "reason": email.reason,
+        "email_message_id": email.email_message_id,
+        "matched_message_id": email.matched_message_id,
+        "reviewed": email.reviewed,
+        "raw": if email.raw.is_empty() { Value::Null } else { Value::String(String::from_utf8_lossy(&email.raw).into_owned()) },
+    })
+}
+
+pub fn list_inbound_json(response: &ListInboundForReviewResponse) -> Value {
+    json!({
+        "emails": response.emails.iter().map(inbound_email_json).collect::<Vec<_>>(),
+        "next_page_token": response.next_page_token,
     })
 }
 

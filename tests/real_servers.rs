@@ -304,3 +304,43 @@ async fn stop_reply_blocks_next_text() {
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(status.message().contains("+447700900125 opted out"), "{}", status.message());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unclassified_mail_waits_for_review() {
+    let Some(servers) = RealServers::from_env("unclassified_mail_waits_for_review") else { return };
+    let _lock = REAL_SERVER_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &servers.agent_config(""));
+    let mut clients = agent.clients().await;
+    set_password(&mut clients, servers.password(), false).await;
+
+    let tag = unique_tag();
+    let email = format!(
+        "From: Practice Manager <manager@example.org>\r\nTo: {to}\r\nSubject: Rota for next week {tag}\r\n\
+         Message-ID: <rota-{tag}@example.org>\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nPlease see the attached rota.\r\n",
+        to = servers.username(),
+    );
+    servers.append_to_practice_inbox(&email);
+    clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.unwrap();
+
+    let listed = agent.ctl(&["--output", "json", "inbox", "review"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let emails = listed["emails"].as_array().unwrap();
+    let found =
+        emails.iter().find(|email| email["subject"].as_str().unwrap().contains(&tag)).expect("the email is listed");
+    assert_eq!(found["kind"], "other");
+    let id = found["id"].as_u64().unwrap().to_string();
+
+    let shown = agent.ctl(&["inbox", "show", &id]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("Please see the attached rota."));
+
+    let marked = agent.ctl(&["inbox", "mark-reviewed", &id]);
+    assert!(marked.status.success(), "{}", String::from_utf8_lossy(&marked.stderr));
+    let again = agent.ctl(&["--output", "json", "inbox", "review"]);
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let still_listed =
+        again["emails"].as_array().unwrap().iter().any(|email| email["id"].as_u64() == found["id"].as_u64());
+    assert!(!still_listed, "a reviewed email leaves the list");
+}

@@ -9,7 +9,7 @@ use crate::app::{AgentStatus, AppError, Connectivity, SubmitRequest, Warning};
 use crate::credentials::PasswordState;
 use crate::proto;
 use crate::queue::{MessageStatus, Priority};
-use crate::store::{EventRecord, MessageRecord, OptOut, ReplyRecord, Submission, UploadReport};
+use crate::store::{EventRecord, InboundEmail, MessageRecord, OptOut, ReplyRecord, Submission, UploadReport};
 
 /// Maps every core error to its gRPC code. No wildcard arm: a new variant must be mapped here.
 pub fn status_from_error(error: &AppError) -> Status {
@@ -175,6 +175,21 @@ pub fn opt_out(opt_out: OptOut) -> proto::OptOut {
         opted_out_at: Some(timestamp(opt_out.opted_out_at)),
         source: opt_out.source,
         note: opt_out.note,
+    }
+}
+
+pub fn inbound_email(email: InboundEmail) -> proto::InboundEmail {
+    proto::InboundEmail {
+        id: u64::try_from(email.id).unwrap_or_default(),
+        kind: email.kind,
+        from: email.from,
+        subject: email.subject,
+        received_at: Some(timestamp(email.received_at)),
+        reason: email.reason,
+        email_message_id: email.email_message_id.unwrap_or_default(),
+        matched_message_id: email.matched_message_id.unwrap_or_default(),
+        reviewed: email.reviewed,
+        raw: email.raw.unwrap_or_default(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod connectivity;
 mod convert;
+mod inbox;
 mod messages;
 mod optouts;
 mod status;
@@ -53,6 +54,10 @@ pub async fn serve(
         optouts::OptOutApi { app: app.clone() },
         check.clone(),
     );
+    let inbox = proto::inbox_service_server::InboxServiceServer::with_interceptor(
+        inbox::InboxApi { app: app.clone() },
+        check.clone(),
+    );
     let status = proto::agent_service_server::AgentServiceServer::with_interceptor(status::AgentApi { app }, check);
 
     tonic::transport::Server::builder()
@@ -61,6 +66,7 @@ pub async fn serve(
         .add_service(connectivity)
         .add_service(messages)
         .add_service(opt_outs)
+        .add_service(inbox)
         .add_service(status)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await

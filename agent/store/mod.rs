@@ -12,6 +12,7 @@ mod inbound;
 mod messages;
 mod optouts;
 mod reports;
+mod review;
 mod schema;
 mod settings;
 
@@ -37,6 +38,7 @@ pub use inbound::{Effect, ImapState, InboundOutcome, InboundRecord, ReplyFilter,
 pub use messages::{EventRecord, MessageRecord, NewMessage, RecoveryCounts, Submission};
 pub use optouts::{OptOut, OptOutSource};
 pub use reports::{UploadCounts, UploadReport};
+pub use review::InboundEmail;
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "agent.db";

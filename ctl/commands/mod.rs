@@ -2,6 +2,7 @@
 //! dispatches; each command makes its call, prints the result and then the agent's warnings.
 
 mod connectivity;
+mod inbox;
 mod messages;
 mod optouts;
 mod password;
@@ -15,7 +16,8 @@ use nhsmail_agent::paths::{admin_token_path, default_data_dir};
 use nhsmail_agent::proto::GetStatusRequest;
 
 use crate::cli::{
-    Cli, Command, ConnectivityCommand, MessagesCommand, OptoutsCommand, PasswordCommand, RepliesCommand, UploadCommand,
+    Cli, Command, ConnectivityCommand, InboxCommand, MessagesCommand, OptoutsCommand, PasswordCommand, RepliesCommand,
+    UploadCommand,
 };
 use crate::connect::Agent;
 use crate::output;
@@ -40,6 +42,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Messages(MessagesCommand::Show { id }) => messages::show(&agent, format, id).await,
         Command::Messages(MessagesCommand::Cancel { id }) => messages::cancel(&agent, format, id).await,
         Command::Replies(RepliesCommand::List(args)) => replies::list(&agent, format, args).await,
+        Command::Inbox(InboxCommand::Review(args)) => inbox::review(&agent, format, args).await,
+        Command::Inbox(InboxCommand::Show(args)) => inbox::show(&agent, format, args).await,
+        Command::Inbox(InboxCommand::MarkReviewed(args)) => inbox::mark_reviewed(&agent, format, args).await,
         Command::Optouts(OptoutsCommand::List(args)) => optouts::list(&agent, format, args).await,
         Command::Optouts(OptoutsCommand::Add(args)) => optouts::add(&agent, format, args).await,
         Command::Optouts(OptoutsCommand::Remove(args)) => optouts::remove(&agent, format, args).await,

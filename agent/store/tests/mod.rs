@@ -3,6 +3,7 @@
 mod inbound;
 mod messages;
 mod optouts;
+mod review;
 mod schema;
 mod settings;
 
