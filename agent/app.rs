@@ -13,8 +13,8 @@ use crate::queue::{MessageStatus, Priority};
 use crate::secret::Secret;
 use crate::sms::{self, Encoding};
 use crate::store::{
-    EventRecord, InboundEmail, MessageRecord, NewMessage, OptOut, OptOutSource, ReplyFilter, ReplyRecord, Store,
-    StoreError, Submission, UploadReport,
+    EventRecord, FeedEvent, InboundEmail, MessageRecord, NewMessage, OptOut, OptOutSource, ReplyFilter, ReplyRecord,
+    Store, StoreError, Submission, UploadReport,
 };
 use crate::transport::Credentials;
 use crate::transport::imap::{ImapClient, ImapErrorKind};
@@ -22,6 +22,12 @@ use crate::transport::smtp::{SmtpClient, SmtpErrorKind};
 
 /// Maximum length of an idempotency key, a client reference or an opt-out note, in characters.
 pub const MAX_KEY_CHARS: usize = 200;
+/// How often a watch looks for new events when it has caught up.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Events read from the feed per query.
+const WATCH_BATCH: u32 = 500;
+/// Events buffered per watcher before it waits for the client to read.
+const WATCH_BUFFER: usize = 256;
 /// Most messages accepted in one SubmitMessages call.
 pub const MAX_BATCH: usize = 1000;
 
@@ -366,6 +372,48 @@ impl App {
         let email = self.store.mark_reviewed(inbound_id(id)?).await?;
         tracing::info!(inbound_id = id, "inbound email marked reviewed");
         Ok(email)
+    }
+
+    /// Streams feed events into the returned channel: first those after `after` (or, when `None`, only events
+    /// recorded from now on), then new ones as they are committed. The task stops when the receiver is dropped.
+    pub async fn watch_events(
+        &self,
+        after: Option<u64>,
+    ) -> Result<mpsc::Receiver<Result<FeedEvent, AppError>>, AppError> {
+        let mut cursor = match after {
+            Some(id) => i64::try_from(id).map_err(|_| AppError::InvalidArgument {
+                field: "after_event_id".into(),
+                message: format!("{id} is larger than any event id"),
+            })?,
+            None => self.store.last_event_id().await?,
+        };
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            loop {
+                let events = match store.events_after(cursor, WATCH_BATCH).await {
+                    Ok(events) => events,
+                    Err(error) => {
+                        tracing::error!(%error, cursor, "cannot read the event feed; ending the watch");
+                        let _ = sender.send(Err(error.into())).await;
+                        return;
+                    }
+                };
+                if events.is_empty() {
+                    tokio::select! {
+                        _ = sender.closed() => return,
+                        _ = tokio::time::sleep(WATCH_POLL) => continue,
+                    }
+                }
+                for event in events {
+                    cursor = event.event_id();
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(receiver)
     }
 
     pub async fn status(&self) -> Result<AgentStatus, AppError> {

@@ -207,6 +207,14 @@ pub enum MessagesCommand {
         /// Message id, as printed by send or messages list.
         id: String,
     },
+    /// Print each state change of any text and each patient reply as it happens, until Ctrl-C.
+    /// With --output json, prints one JSON object per line.
+    Watch {
+        /// First replay every event after this event id (printed in the first column), so nothing is missed
+        /// after a reconnect. Without it, only new events are printed.
+        #[arg(long, value_name = "EVENT_ID")]
+        after: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -78,6 +78,17 @@ impl Agent {
         }
     }
 
+    /// Starts a server-streaming call under the connect deadline only, since the stream itself runs until it is
+    /// cancelled.
+    pub async fn open_stream<T>(&self, call: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, CtlError> {
+        self.call(call).await
+    }
+
+    /// Maps the status of a stream that failed after it started.
+    pub fn stream_failure(&self, status: Status) -> CtlError {
+        CtlError::from_status(status, &self.url, self.timeout.as_secs())
+    }
+
     /// Maps the status of a failed call that took `elapsed`.
     fn failure(&self, status: Status, elapsed: Duration) -> CtlError {
         // A tonic 0.14 server responds CANCELLED "Timeout expired" once the grpc-timeout deadline passes, and that

@@ -7,9 +7,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use nhsmail_agent::proto::{
-    Connectivity, Encoding, InboundEmail, ListInboundForReviewResponse, ListMessagesResponse, ListOptOutsResponse,
-    ListRepliesResponse, Message, MessageEvent, MessageStatus, OptOut, PasswordState, Priority, QueueCount, Reply,
-    Status, SubmitMessageResponse, UpdatePasswordResponse, UploadReport, Warning,
+    Connectivity, Encoding, Event, InboundEmail, ListInboundForReviewResponse, ListMessagesResponse,
+    ListOptOutsResponse, ListRepliesResponse, Message, MessageEvent, MessageStatus, OptOut, PasswordState, Priority,
+    QueueCount, Reply, Status, SubmitMessageResponse, UpdatePasswordResponse, UploadReport, Warning,
 };
 use prost_types::Timestamp;
 use serde_json::{Value, json};
@@ -241,6 +241,27 @@ pub fn reply_json(reply: &Reply) -> Value {
         "message_id": reply.message_id,
         "email_message_id": reply.email_message_id,
     })
+}
+
+/// Converts an inbound email; the raw content is included as text (lossy UTF-8) when the agent sent it.
+pub fn event_json(event: &Event) -> Value {
+    use nhsmail_agent::proto::event::Event as Kind;
+    let (kind, detail) = match &event.event {
+        Some(Kind::MessageStateChanged(change)) => (
+            "message_state_changed",
+            json!({
+                "message_id": change.message_id,
+                "from_status": enum_json(message_status_name(change.from_status), change.from_status),
+                "to_status": enum_json(message_status_name(change.to_status), change.to_status),
+                "reason": change.reason,
+                "to": change.to,
+                "client_reference": change.client_reference,
+            }),
+        ),
+        Some(Kind::ReplyReceived(reply)) => ("reply_received", reply_json(reply)),
+        None => ("unknown", Value::Null),
+    };
+    json!({ "event_id": event.event_id, "at": time_json(event.at.as_ref()), kind: detail })
 }
 
 /// Converts an inbound email; the raw content is included as text (lossy UTF-8) when the agent sent it.

@@ -410,3 +410,64 @@ async fn opted_out_number_fails_batch_with_index() {
     let listed = clients.messages.list_messages(proto::ListMessagesRequest::default()).await.unwrap().into_inner();
     assert!(listed.messages.is_empty());
 }
+
+async fn next_event(stream: &mut tonic::Streaming<proto::Event>) -> proto::Event {
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message()).await;
+    next.expect("an event within 10 s").expect("the stream is healthy").expect("the stream is open")
+}
+
+fn state_change(event: &proto::Event) -> &proto::MessageStateChanged {
+    match &event.event {
+        Some(proto::event::Event::MessageStateChanged(change)) => change,
+        other => panic!("expected a state change, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watch_streams_state_changes_live() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let request = proto::WatchEventsRequest { after_event_id: None };
+    let mut stream = clients.messages.watch_events(request).await.unwrap().into_inner();
+
+    let mut request = submit("07700900001", "Clinic moved");
+    request.client_reference = "emis-42".into();
+    let id = clients.messages.submit_message(request).await.unwrap().into_inner().message.unwrap().id;
+    clients.messages.cancel_message(proto::CancelMessageRequest { id: id.clone() }).await.unwrap();
+
+    let submitted = next_event(&mut stream).await;
+    let change = state_change(&submitted);
+    assert_eq!(change.message_id, id);
+    assert_eq!(change.to_status(), MessageStatus::Queued);
+    assert_eq!(change.client_reference, "emis-42");
+    let cancelled = next_event(&mut stream).await;
+    assert_eq!(state_change(&cancelled).to_status(), MessageStatus::Cancelled);
+    assert!(cancelled.event_id > submitted.event_id);
+}
+
+#[tokio::test]
+async fn watch_resumes_after_event_id() {
+    let (_dir, agent) = start();
+    let mut clients = agent.clients().await;
+    let id = clients
+        .messages
+        .submit_message(submit("07700900001", "Clinic moved"))
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap()
+        .id;
+    clients.messages.cancel_message(proto::CancelMessageRequest { id }).await.unwrap();
+
+    let replay = proto::WatchEventsRequest { after_event_id: Some(0) };
+    let mut stream = clients.messages.watch_events(replay).await.unwrap().into_inner();
+    let first = next_event(&mut stream).await;
+    assert_eq!(state_change(&first).to_status(), MessageStatus::Queued);
+    drop(stream);
+
+    let resume = proto::WatchEventsRequest { after_event_id: Some(first.event_id) };
+    let mut stream = clients.messages.watch_events(resume).await.unwrap().into_inner();
+    let next = next_event(&mut stream).await;
+    assert_eq!(state_change(&next).to_status(), MessageStatus::Cancelled, "the first event is not sent again");
+}

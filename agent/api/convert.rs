@@ -9,7 +9,9 @@ use crate::app::{AgentStatus, AppError, Connectivity, SubmitRequest, Warning};
 use crate::credentials::PasswordState;
 use crate::proto;
 use crate::queue::{MessageStatus, Priority};
-use crate::store::{EventRecord, InboundEmail, MessageRecord, OptOut, ReplyRecord, Submission, UploadReport};
+use crate::store::{
+    EventRecord, FeedEvent, InboundEmail, MessageRecord, OptOut, ReplyRecord, Submission, UploadReport,
+};
 
 /// Maps every core error to its gRPC code. No wildcard arm: a new variant must be mapped here.
 pub fn status_from_error(error: &AppError) -> Status {
@@ -190,6 +192,37 @@ pub fn inbound_email(email: InboundEmail) -> proto::InboundEmail {
         matched_message_id: email.matched_message_id.unwrap_or_default(),
         reviewed: email.reviewed,
         raw: email.raw.unwrap_or_default(),
+    }
+}
+
+pub fn event(event: FeedEvent) -> proto::Event {
+    match event {
+        FeedEvent::MessageChanged {
+            event_id,
+            at,
+            message_id,
+            from_status,
+            to_status,
+            reason,
+            to_e164,
+            client_reference,
+        } => proto::Event {
+            event_id: u64::try_from(event_id).unwrap_or_default(),
+            at: Some(timestamp(at)),
+            event: Some(proto::event::Event::MessageStateChanged(proto::MessageStateChanged {
+                message_id,
+                from_status: from_status.map_or(proto::MessageStatus::Unspecified, message_status) as i32,
+                to_status: message_status(to_status) as i32,
+                reason,
+                to: to_e164,
+                client_reference,
+            })),
+        },
+        FeedEvent::ReplyReceived { event_id, reply: record } => proto::Event {
+            event_id: u64::try_from(event_id).unwrap_or_default(),
+            at: Some(timestamp(record.received_at)),
+            event: Some(proto::event::Event::ReplyReceived(reply(record))),
+        },
     }
 }
 

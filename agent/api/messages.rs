@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::{caller, convert, logged};
@@ -13,8 +14,25 @@ pub struct MessageApi {
     pub app: Arc<App>,
 }
 
+type EventStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::Event, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl proto::message_service_server::MessageService for MessageApi {
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<proto::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let after = request.into_inner().after_event_id;
+        let receiver = logged("WatchEvents", async { self.app.watch_events(after).await }).await?.into_inner();
+        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|event| match event {
+            Ok(event) => Ok(convert::event(event)),
+            Err(error) => Err(super::status_from_error(&error)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn submit_message(
         &self,
         request: Request<proto::SubmitMessageRequest>,

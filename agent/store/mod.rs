@@ -8,6 +8,7 @@
 //! Times are stored as integer Unix milliseconds (UTC), so finer precision in a passed-in time is truncated.
 
 mod credential;
+mod feed;
 mod inbound;
 mod messages;
 mod optouts;
@@ -34,6 +35,7 @@ use rusqlite::{
 use crate::queue::{MessageStatus, Priority};
 
 pub use credential::{CredentialRecord, CredentialStatus, EncryptedPassword, PendingPassword};
+pub use feed::FeedEvent;
 pub use inbound::{Effect, ImapState, InboundOutcome, InboundRecord, ReplyFilter, ReplyRecord};
 pub use messages::{EventRecord, MessageRecord, NewMessage, RecoveryCounts, Submission};
 pub use optouts::{OptOut, OptOutSource};

@@ -17,7 +17,7 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// Schema steps: step `i` takes `user_version` from `i` to `i + 1`. Append new steps; never edit a released one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The schema version this code writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -48,6 +48,26 @@ CREATE INDEX opt_out_events_number ON opt_out_events (e164);
 /// Finds inbound mail a person has not reviewed yet without scanning the whole table.
 const MIGRATION_3: &str = "
 CREATE INDEX inbound_mail_unreviewed ON inbound_mail (id) WHERE reviewed = 0;
+";
+
+/// One ordered feed of what happens to texts (every state change) and of patient replies, for WatchEvents. Filled
+/// by triggers, so each feed row commits in the same transaction as the change it reports, and its `seq` is the
+/// event id a client resumes from.
+const MIGRATION_4: &str = "
+CREATE TABLE event_feed (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('message', 'reply')),
+    source_seq INTEGER NOT NULL
+) STRICT;
+
+CREATE TRIGGER message_events_feed AFTER INSERT ON message_events BEGIN
+    INSERT INTO event_feed (at, kind, source_seq) VALUES (NEW.at, 'message', NEW.seq);
+END;
+
+CREATE TRIGGER replies_feed AFTER INSERT ON replies BEGIN
+    INSERT INTO event_feed (at, kind, source_seq) VALUES (NEW.received_at, 'reply', NEW.seq);
+END;
 ";
 
 /// Times are integer Unix milliseconds, UTC. `priority_rank` and `due_at` are generated so that the claim index can

@@ -9,6 +9,7 @@ mod password;
 mod replies;
 mod status;
 mod upload;
+mod watch;
 
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Messages(MessagesCommand::List(args)) => messages::list(&agent, format, args).await,
         Command::Messages(MessagesCommand::Show { id }) => messages::show(&agent, format, id).await,
         Command::Messages(MessagesCommand::Cancel { id }) => messages::cancel(&agent, format, id).await,
+        Command::Messages(MessagesCommand::Watch { after }) => watch::run(&agent, format, after).await,
         Command::Replies(RepliesCommand::List(args)) => replies::list(&agent, format, args).await,
         Command::Inbox(InboxCommand::Review(args)) => inbox::review(&agent, format, args).await,
         Command::Inbox(InboxCommand::Show(args)) => inbox::show(&agent, format, args).await,
