@@ -194,6 +194,16 @@ impl ConnectivityService for FakeAgent {
 
 #[tonic::async_trait]
 impl MessageService for FakeAgent {
+    type WatchEventsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<nhsmail_agent::proto::Event, Status>> + Send>>;
+
+    async fn watch_events(
+        &self,
+        _request: Request<nhsmail_agent::proto::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        Err(Status::unimplemented("the fake agent does not stream events"))
+    }
+
     async fn submit_message(
         &self,
         request: Request<SubmitMessageRequest>,
