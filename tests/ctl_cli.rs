@@ -364,7 +364,11 @@ async fn run_ctl(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Ou
 
     let mut child = command.spawn().expect("nhsmail-ctl starts");
     let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.unwrap_or("").as_bytes()).await.unwrap();
+    // nhsmail-ctl may exit before it reads stdin (for example when it refuses to prompt), which closes the pipe.
+    match pipe.write_all(stdin.unwrap_or("").as_bytes()).await {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => panic!("cannot write stdin: {error}"),
+        _ => {}
+    }
     drop(pipe);
 
     let run = child.wait_with_output();
