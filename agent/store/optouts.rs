@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{Store, StoreError, clamp_page_size, get_time, parse_page_token, to_millis};
 
-/// Who opted a number out or back in.
+/// The origin of an opt-out or opt-in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptOutSource {
     /// A STOP or START reply from the patient.

@@ -10,7 +10,7 @@ use super::{Store, StoreError, clamp_page_size, get_time, parse_page_token};
 const NEEDS_REVIEW: &str = "(kind IN ('other', 'auto_reply') \
      OR (kind IN ('failure_report', 'delivery_receipt', 'delay_report') AND matched_message_id IS NULL))";
 
-/// An inbound email as a reviewer sees it.
+/// An inbound email with the fields a reviewer needs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct InboundEmail {
     pub id: i64,
