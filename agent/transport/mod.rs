@@ -2,12 +2,12 @@
 //! whether to retry, fail the message, hold it as uncertain or close the sending gate.
 //!
 //! This module owns the settings both protocols share: where the server is ([`Endpoint`]), how
-//! the connection is secured ([`Security`], [`TlsSettings`]) and who logs in ([`Credentials`]).
+//! the connection is secured ([`Security`], [`TlsSettings`]) and who signs in ([`Credentials`]).
 //! An unencrypted connection is allowed only to a loopback host.
 
 pub mod imap;
 pub mod smtp;
-mod tls;
+pub(crate) mod tls;
 
 use std::fmt;
 use std::net::IpAddr;
