@@ -12,9 +12,11 @@ use tracing_subscriber::EnvFilter;
 
 use nhsmail_agent::app::App;
 use nhsmail_agent::auth::TokenAuthority;
-use nhsmail_agent::config::{Config, Overrides};
+use nhsmail_agent::config::{Config, MailboxAuth, Overrides};
 use nhsmail_agent::credentials::{CredentialManager, Vault};
+use nhsmail_agent::oauth::OAuthClient;
 use nhsmail_agent::store::Store;
+use nhsmail_agent::transport::TlsSettings;
 use nhsmail_agent::{api, paths, sender, upload};
 
 /// Exit code for settings that are missing or invalid.
@@ -93,10 +95,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(nhsmail_agent::store::database_path(&data_dir)).context("cannot open the database")?;
     let vault = Vault::open_or_create(&data_dir)?;
     let authority = TokenAuthority::load_or_create(&data_dir)?;
-    let credentials =
-        CredentialManager::load(store.clone(), vault, config.nhsmail.username.clone(), config.password.max_age_days)
-            .await
-            .context("cannot load the stored password")?;
+    let oauth = oauth_client(&config)?;
+    let credentials = CredentialManager::load(
+        store.clone(),
+        vault,
+        config.nhsmail.username.clone(),
+        config.password.max_age_days,
+        oauth,
+    )
+    .await
+    .context("cannot load the stored password")?;
 
     let recovered = store.recover_interrupted(chrono::Utc::now()).await.context("cannot recover the queue")?;
     if recovered.requeued + recovered.uncertain > 0 {
@@ -134,6 +142,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     stop_server(server).await?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Builds the token endpoint's client when `[nhsmail] auth` is `oauth2`.
+fn oauth_client(config: &Config) -> anyhow::Result<Option<OAuthClient>> {
+    let MailboxAuth::OAuth2(settings) = &config.nhsmail.auth else { return Ok(None) };
+    let tls = TlsSettings { extra_ca_file: config.nhsmail.ca_file.clone() };
+    let client = OAuthClient::new(settings.clone(), &tls, config.nhsmail.network_timeout)
+        .context("cannot set up the OAuth 2.0 token client; check [nhsmail] token_url and ca_file")?;
+    Ok(Some(client))
 }
 
 /// Waits for calls in progress to finish, then closes connections that clients keep open, because an idle
@@ -185,6 +202,17 @@ fn log_settings(config: &Config) {
         text_in = ?nhsmail.text_in,
         "mailbox settings"
     );
+    match &nhsmail.auth {
+        MailboxAuth::Password => tracing::info!(auth = "password", "sign-in with the password (PLAIN, LOGIN)"),
+        MailboxAuth::OAuth2(oauth) => tracing::info!(
+            auth = "oauth2",
+            token_url = %oauth.token_url,
+            client_id = %oauth.client_id,
+            scope = %oauth.scope,
+            graph_url = %nhsmail.graph_url.as_ref().map_or("none".into(), ToString::to_string),
+            "sign-in with OAuth 2.0 access tokens (XOAUTH2)"
+        ),
+    }
     tracing::info!(
         rate_per_minute = config.sending.rate_per_minute,
         max_lifetime_hours = config.sending.max_lifetime.as_secs() / 3600,
