@@ -1,7 +1,7 @@
 //! `nhsmail-agent --sandbox`, part of the binary rather than the library: starts an in-process NHSmail sandbox
 //! whose account and mailbox live in `<data dir>/sandbox`, points the mailbox settings at it in OAuth 2.0 mode,
 //! stores the sandbox's password on first start, prints how to reach both, and collects mail a moment after each
-//! send, because the sandbox answers within seconds while the upload interval is counted in minutes.
+//! send, because the sandbox sends receipts within seconds while the upload interval is counted in minutes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
