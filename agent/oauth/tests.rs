@@ -59,6 +59,31 @@ async fn start_peer(status_line: &'static str, body: &'static str) -> Peer {
     Peer { url, requests }
 }
 
+/// A TLS peer with the `localhost` test certificate that returns one token response.
+async fn start_tls_peer() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/token", listener.local_addr().unwrap().port());
+    let acceptor = tokio_rustls::TlsAcceptor::from(crate::transport::tls::test_certificates::server_config());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let Ok(mut stream) = acceptor.accept(stream).await else { continue };
+            let mut buffer = vec![0; 16 * 1024];
+            let mut read = 0;
+            while !request_complete(&String::from_utf8_lossy(&buffer[..read])) {
+                match stream.read(&mut buffer[read..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(count) => read += count,
+                }
+            }
+            let body = r#"{"token_type":"Bearer","access_token":"at-tls","expires_in":3600}"#;
+            let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    url
+}
+
 fn request_complete(text: &str) -> bool {
     let Some((head, body)) = text.split_once("\r\n\r\n") else { return false };
     let length = head
@@ -290,4 +315,27 @@ fn tokens_debug_hides_values() {
 
     assert!(!debug.contains("at-value"), "{debug}");
     assert!(!debug.contains("rt-value"), "{debug}");
+}
+
+#[tokio::test]
+async fn https_with_extra_ca_returns_tokens() {
+    let url = start_tls_peer().await;
+    let mut ca = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut ca, crate::transport::tls::test_certificates::CA_PEM.as_bytes()).unwrap();
+    let tls = TlsSettings { extra_ca_file: Some(ca.path().to_owned()) };
+    let client = OAuthClient::new(settings(&url), &tls, Duration::from_secs(5)).unwrap();
+
+    let tokens = client.password_grant("practice@example.org", &Secret::new("pw")).await.unwrap();
+
+    assert_eq!(tokens.access_token.expose(), "at-tls");
+}
+
+#[tokio::test]
+async fn https_untrusted_certificate_fails() {
+    let url = start_tls_peer().await;
+
+    let error = client(&url).password_grant("practice@example.org", &Secret::new("pw")).await.unwrap_err();
+
+    assert!(matches!(error, OAuthError::TlsHandshake { .. }), "{error}");
+    assert_eq!(error.kind(), OAuthErrorKind::Transient);
 }
