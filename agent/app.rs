@@ -9,6 +9,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::{Config, TextIn};
 use crate::credentials::{CredentialError, CredentialManager, Gate, PasswordState, PasswordStatus};
+use crate::oauth::{OAuthErrorKind, Tokens};
 use crate::queue::{MessageStatus, Priority};
 use crate::secret::Secret;
 use crate::sms::{self, Encoding};
@@ -513,17 +514,37 @@ impl App {
         }
 
         let username = self.credentials.username().ok_or(CredentialError::NoUsername)?;
-        let candidate = Credentials { username, password: password.clone() };
-        self.verify(&candidate).await?;
+        let tokens = self.verify(username, &password).await?;
         self.credentials.set_password(password, Some(Utc::now())).await?;
+        if let Some(tokens) = tokens {
+            self.credentials.adopt_tokens(tokens);
+        }
         self.new_message.notify_one();
         Ok(true)
     }
 
-    /// Signs in once with SMTP AUTH and once with IMAP LOGIN, holding the sign-in lock so no other task signs in
-    /// meanwhile.
-    async fn verify(&self, candidate: &Credentials) -> Result<(), AppError> {
+    /// Signs in once with SMTP AUTH and once with IMAP, holding the sign-in lock so no other task signs in
+    /// meanwhile. In OAuth 2.0 mode a password grant comes first and both sign-ins use its access token, which is
+    /// returned.
+    async fn verify(&self, username: String, password: &Secret) -> Result<Option<Tokens>, AppError> {
         let _lock = self.credentials.sign_in_lock().await;
+        let (candidate, tokens) = match self.credentials.oauth() {
+            None => (Credentials::password(username, password.clone()), None),
+            Some(oauth) => match oauth.password_grant(&username, password).await {
+                Ok(tokens) => (Credentials::access_token(username, tokens.access_token.clone()), Some(tokens)),
+                Err(error) if error.kind() == OAuthErrorKind::Rejected => {
+                    return Err(AppError::FailedPrecondition(format!(
+                        "the token endpoint rejected the password, so it was not stored: {error}. Check the password and try again"
+                    )));
+                }
+                Err(error) => {
+                    return Err(AppError::Unavailable(format!(
+                        "could not check the password with the token endpoint: {error}. Try again, or use --skip-verification"
+                    )));
+                }
+            },
+        };
+        let candidate = &candidate;
         let settings = crate::sender::smtp_settings(&self.config);
         let smtp = SmtpClient::new(settings, candidate.clone())
             .map_err(|error| AppError::FailedPrecondition(error.to_string()))?;
@@ -548,7 +569,7 @@ impl App {
                 )),
             });
         }
-        Ok(())
+        Ok(tokens)
     }
 
     /// Runs an upload cycle now, or joins the one already running, and returns its report.

@@ -10,7 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
+use url::Url;
 
+use crate::oauth::{DEFAULT_SCOPE, OAuthSettings};
 use crate::sms::AddressForm;
 use crate::transport::{Endpoint, Security};
 
@@ -47,6 +49,33 @@ impl FromStr for TextIn {
     }
 }
 
+/// The sign-in method for SMTP and IMAP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxAuth {
+    /// The password itself: SMTP AUTH PLAIN or LOGIN, IMAP LOGIN.
+    Password,
+    /// An OAuth 2.0 access token obtained with the username and password, used with XOAUTH2.
+    OAuth2(OAuthSettings),
+}
+
+/// The `[nhsmail] auth` key's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthName {
+    Password,
+    OAuth2,
+}
+
+impl FromStr for AuthName {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "password" => Ok(AuthName::Password),
+            "oauth2" => Ok(AuthName::OAuth2),
+            _ => Err("expected \"password\" or \"oauth2\"".into()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file the settings were read from, if any.
@@ -77,8 +106,11 @@ pub struct NhsmailSettings {
     pub sms_domain: String,
     pub address_form: AddressForm,
     pub text_in: TextIn,
-    /// Timeout for each SMTP or IMAP network step.
+    /// Timeout for each SMTP or IMAP network step, and for each request to the token endpoint.
     pub network_timeout: Duration,
+    pub auth: MailboxAuth,
+    /// Microsoft Graph's base URL, up to and including `/v1.0`, for password changes.
+    pub graph_url: Option<Url>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +173,11 @@ struct RawNhsmail {
     address_form: Option<String>,
     text_in: Option<String>,
     network_timeout_seconds: Option<i64>,
+    auth: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    graph_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,6 +401,12 @@ fn resolve_nhsmail<E: Fn(&str) -> Option<String>>(
         )?
         .unwrap_or(30);
 
+    let graph_url = resolver
+        .pick("NHSMAIL_GRAPH_URL", raw.graph_url)
+        .map(|source| parse_http_url("[nhsmail] graph_url", source))
+        .transpose()?;
+    let auth = resolve_auth(resolver, raw.auth, raw.token_url, raw.client_id, raw.scope)?;
+
     Ok(NhsmailSettings {
         username,
         smtp,
@@ -373,7 +416,87 @@ fn resolve_nhsmail<E: Fn(&str) -> Option<String>>(
         address_form,
         text_in,
         network_timeout: Duration::from_secs(timeout_seconds as u64),
+        auth,
+        graph_url,
     })
+}
+
+/// Resolves `auth` and, for `oauth2`, the token endpoint, the client ID and the scope. The OAuth keys are checked
+/// whenever they are set, so a typo shows before anyone switches to `oauth2`.
+fn resolve_auth<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    auth: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+) -> Result<MailboxAuth, ConfigError> {
+    let auth = resolver.parsed::<AuthName>("[nhsmail] auth", "NHSMAIL_AUTH", auth)?.unwrap_or(AuthName::Password);
+    let token_url = resolver
+        .pick("NHSMAIL_TOKEN_URL", token_url)
+        .map(|source| parse_http_url("[nhsmail] token_url", source))
+        .transpose()?;
+    let client_id = resolver
+        .pick("NHSMAIL_CLIENT_ID", client_id)
+        .map(|source| plain_text("[nhsmail] client_id", source, "expected an application (client) ID"))
+        .transpose()?;
+    let scope = resolver
+        .pick("NHSMAIL_SCOPE", scope)
+        .map(|source| plain_text("[nhsmail] scope", source, "expected space-separated scopes"))
+        .transpose()?
+        .unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
+
+    if auth == AuthName::Password {
+        return Ok(MailboxAuth::Password);
+    }
+    let token_url = token_url.ok_or(ConfigError::Missing {
+        key: "[nhsmail] token_url",
+        hint: "auth = \"oauth2\" needs the OAuth 2.0 token endpoint, for example \
+               https://login.microsoftonline.com/TENANT/oauth2/v2.0/token",
+    })?;
+    let client_id = client_id.ok_or(ConfigError::Missing {
+        key: "[nhsmail] client_id",
+        hint: "auth = \"oauth2\" needs the application (client) ID registered for the agent",
+    })?;
+    Ok(MailboxAuth::OAuth2(OAuthSettings { token_url, client_id, scope }))
+}
+
+/// Parses an http:// or https:// URL with a host and no user name or password in it. Plain http:// is allowed only
+/// for a loopback host, as `plain` is for mail.
+fn parse_http_url(key: &'static str, source: Source<String>) -> Result<Url, ConfigError> {
+    let url = match Url::parse(source.value.trim()) {
+        Ok(url) => url,
+        Err(error) => return Err(invalid(key, source, format!("expected an http:// or https:// URL ({error})"))),
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        // The error shows the value, so it must not show the password.
+        let mut redacted = url.clone();
+        let _ = redacted.set_username("");
+        let _ = redacted.set_password(None);
+        let source = Source { value: redacted.to_string(), origin: source.origin };
+        return Err(invalid(key, source, "the URL must not contain a user name or password".into()));
+    }
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let problem = match url.scheme() {
+        _ if host.is_empty() => Some("expected a URL with a host"),
+        _ if url.fragment().is_some() => Some("the URL must not contain a fragment (#...)"),
+        "https" => None,
+        "http" if is_loopback_host(&host) => None,
+        "http" => Some("plain http is allowed only for loopback hosts; use https"),
+        _ => Some("expected an http:// or https:// URL"),
+    };
+    match problem {
+        Some(expected) => Err(invalid(key, source, expected.into())),
+        None => Ok(url),
+    }
+}
+
+/// Trims a value and checks it is not empty and contains no control character.
+fn plain_text(key: &'static str, source: Source<String>, expected: &str) -> Result<String, ConfigError> {
+    let value = source.value.trim().to_owned();
+    if value.is_empty() || value.chars().any(char::is_control) {
+        return Err(invalid(key, source, format!("{expected}, without control characters")));
+    }
+    Ok(value)
 }
 
 fn resolve_endpoint<E: Fn(&str) -> Option<String>>(
@@ -542,6 +665,86 @@ mod tests {
             "[nhsmail]\nsmtp_host = \"mail.example.org\"\nsmtp_security = \"plain\"\nimap_host = \"127.0.0.1\"\n";
         let message = load(text, &[]).unwrap_err().to_string();
         assert!(message.contains("[nhsmail] smtp_security"), "{message}");
+    }
+
+    const OAUTH: &str = "auth = \"oauth2\"\ntoken_url = \"https://login.example.org/tenant/oauth2/v2.0/token\"\n\
+                         client_id = \"0b5e4a2c-practice-agent\"\n";
+
+    #[test]
+    fn auth_defaults_to_password() {
+        let config = load(MINIMAL, &[]).unwrap();
+        assert_eq!(config.nhsmail.auth, MailboxAuth::Password);
+        assert_eq!(config.nhsmail.graph_url, None);
+    }
+
+    #[test]
+    fn oauth2_reads_endpoint_and_client() {
+        let config = load(&format!("{MINIMAL}{OAUTH}"), &[]).unwrap();
+        let MailboxAuth::OAuth2(oauth) = config.nhsmail.auth else { panic!("expected oauth2") };
+        assert_eq!(oauth.token_url.as_str(), "https://login.example.org/tenant/oauth2/v2.0/token");
+        assert_eq!(oauth.client_id, "0b5e4a2c-practice-agent");
+        assert_eq!(oauth.scope, "https://outlook.office365.com/.default offline_access");
+    }
+
+    #[test]
+    fn oauth2_settings_come_from_environment() {
+        let env = [
+            ("NHSMAIL_AUTH", "oauth2"),
+            ("NHSMAIL_TOKEN_URL", "http://127.0.0.1:8080/token"),
+            ("NHSMAIL_CLIENT_ID", "env-client"),
+            ("NHSMAIL_SCOPE", "https://outlook.office365.com/IMAP.AccessAsUser.All"),
+            ("NHSMAIL_GRAPH_URL", "http://127.0.0.1:8080/v1.0"),
+        ];
+        let config = load(MINIMAL, &env).unwrap();
+        let MailboxAuth::OAuth2(oauth) = config.nhsmail.auth else { panic!("expected oauth2") };
+        assert_eq!(oauth.token_url.as_str(), "http://127.0.0.1:8080/token");
+        assert_eq!(oauth.client_id, "env-client");
+        assert_eq!(oauth.scope, "https://outlook.office365.com/IMAP.AccessAsUser.All");
+        assert_eq!(config.nhsmail.graph_url.unwrap().as_str(), "http://127.0.0.1:8080/v1.0");
+    }
+
+    #[test]
+    fn oauth2_without_token_url_names_key() {
+        let text = format!("{MINIMAL}auth = \"oauth2\"\nclient_id = \"agent\"\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[nhsmail] token_url"), "{message}");
+    }
+
+    #[test]
+    fn oauth2_without_client_id_names_key() {
+        let text = format!("{MINIMAL}auth = \"oauth2\"\ntoken_url = \"https://login.example.org/token\"\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[nhsmail] client_id"), "{message}");
+    }
+
+    #[test]
+    fn plain_http_token_url_needs_loopback() {
+        let text = format!("{MINIMAL}{OAUTH}").replace("https://login.example.org", "http://login.example.org");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[nhsmail] token_url"), "{message}");
+        assert!(message.contains("loopback"), "{message}");
+    }
+
+    #[test]
+    fn invalid_graph_url_names_key() {
+        let text = format!("{MINIMAL}graph_url = \"graph.example.org/v1.0\"\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[nhsmail] graph_url"), "{message}");
+    }
+
+    #[test]
+    fn token_url_with_password_is_rejected() {
+        let text = format!("{MINIMAL}{OAUTH}").replace("https://login", "https://user:Invented-Pw@login");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("must not contain a user name or password"), "{message}");
+        assert!(!message.contains("Invented-Pw"), "{message}");
+    }
+
+    #[test]
+    fn unknown_auth_lists_choices() {
+        let message = load(MINIMAL, &[("NHSMAIL_AUTH", "kerberos")]).unwrap_err().to_string();
+        assert!(message.contains("[nhsmail] auth"), "{message}");
+        assert!(message.contains("\"oauth2\""), "{message}");
     }
 
     #[test]

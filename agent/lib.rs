@@ -7,7 +7,9 @@
 //! - [`queue`]: message states, priorities, allowed transitions and backoff.
 //! - [`transport`]: SMTP out and IMAP in, with errors classified as transient, permanent or authentication.
 //! - [`mailbox`]: classification of inbound email (failure report, receipt, reply, other). Pure over bytes.
-//! - [`credentials`]: the encrypted password, its lifecycle state, the sending gate and lockout protection.
+//! - [`oauth`]: the OAuth 2.0 token client (password and refresh grants) for XOAUTH2 sign-in.
+//! - [`credentials`]: the encrypted password, the access token cache, the password's lifecycle state, the sending
+//!   gate and lockout protection.
 //! - [`secret`]: a string type whose `Debug` and `Display` never show the value.
 //! - [`app`]: the operations the API calls, over the modules above.
 //! - [`sender`]: the task that hands due messages to SMTP.
@@ -22,6 +24,7 @@ pub mod auth;
 pub mod config;
 pub mod credentials;
 pub mod mailbox;
+pub mod oauth;
 pub mod paths;
 pub mod queue;
 pub mod secret;

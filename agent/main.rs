@@ -1,7 +1,10 @@
 //! nhsmail-agent: the per-practice daemon. Loads the settings, opens the data directory, then runs the gRPC
-//! server, the sender and the upload cycle until SIGINT or SIGTERM.
+//! server, the sender and the upload cycle until SIGINT or SIGTERM. With `--sandbox` it first starts a built-in
+//! NHSmail sandbox and runs against that ([`sandbox_mode`]).
 
-use std::os::unix::fs::PermissionsExt;
+mod sandbox_mode;
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,10 +15,13 @@ use tracing_subscriber::EnvFilter;
 
 use nhsmail_agent::app::App;
 use nhsmail_agent::auth::TokenAuthority;
-use nhsmail_agent::config::{Config, Overrides};
+use nhsmail_agent::config::{Config, MailboxAuth, Overrides};
 use nhsmail_agent::credentials::{CredentialManager, Vault};
+use nhsmail_agent::oauth::OAuthClient;
 use nhsmail_agent::store::Store;
+use nhsmail_agent::transport::TlsSettings;
 use nhsmail_agent::{api, paths, sender, upload};
+use nhsmail_sandbox::Sandbox;
 
 /// Exit code for settings that are missing or invalid.
 const EXIT_CONFIG: u8 = 2;
@@ -31,6 +37,7 @@ const EXIT_RUNTIME: u8 = 1;
     version,
     after_help = "Settings come from the config file, then NHSMAIL_* environment variables, then these flags.\n\
                   Logging follows RUST_LOG (default: info).\n\n\
+                  Try it without NHSmail: nhsmail-agent --sandbox\n\n\
                   Exit codes:\n  0  stopped cleanly after SIGINT or SIGTERM\n  1  failed while starting or running\n  2  invalid or missing settings"
 )]
 struct Args {
@@ -44,20 +51,16 @@ struct Args {
     /// agent prints "listening on ADDR" on standard output once it accepts calls.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Run against a built-in NHSmail sandbox on 127.0.0.1 with OAuth 2.0 sign-in, for a demonstration or a test.
+    /// Its account and mailbox are kept in DIR/sandbox; the data directory defaults to ./nhsmail-sandbox-data, never
+    /// to a real agent's. The mailbox settings of the config file and the environment are replaced by the sandbox's.
+    #[arg(long)]
+    sandbox: bool,
 }
 
 fn main() -> ExitCode {
     init_logging();
     let args = Args::parse();
-    let overrides = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
-    let config = match Config::load(&overrides) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -65,7 +68,32 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    match runtime.block_on(run(config)) {
+
+    let mut overrides = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
+    let sandbox = if args.sandbox {
+        match runtime.block_on(sandbox_mode::start(&mut overrides)) {
+            Ok(sandbox) => Some(sandbox),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else {
+        None
+    };
+    let loaded = match &sandbox {
+        Some(sandbox) => sandbox_mode::load_config(sandbox, &overrides),
+        None => Config::load(&overrides),
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+
+    match runtime.block_on(run(config, sandbox)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -85,7 +113,7 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).init();
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
     let data_dir = config.agent.data_dir.clone();
     prepare_data_dir(&data_dir)?;
     log_settings(&config);
@@ -93,10 +121,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(nhsmail_agent::store::database_path(&data_dir)).context("cannot open the database")?;
     let vault = Vault::open_or_create(&data_dir)?;
     let authority = TokenAuthority::load_or_create(&data_dir)?;
-    let credentials =
-        CredentialManager::load(store.clone(), vault, config.nhsmail.username.clone(), config.password.max_age_days)
-            .await
-            .context("cannot load the stored password")?;
+    let oauth = oauth_client(&config)?;
+    let credentials = CredentialManager::load(
+        store.clone(),
+        vault,
+        config.nhsmail.username.clone(),
+        config.password.max_age_days,
+        oauth,
+    )
+    .await
+    .context("cannot load the stored password")?;
 
     let recovered = store.recover_interrupted(chrono::Utc::now()).await.context("cannot recover the queue")?;
     if recovered.requeued + recovered.uncertain > 0 {
@@ -123,6 +157,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let sender = tokio::spawn(sender::run(app.clone(), shutdown.clone()));
     let cycle = tokio::spawn(upload::run(app.clone(), triggers, shutdown.clone()));
+    let companion = sandbox.as_ref().map(|sandbox| {
+        let info = sandbox.info().clone();
+        tokio::spawn(sandbox_mode::serve(app.clone(), info, bound, data_dir.clone(), shutdown.clone()))
+    });
     let server = tokio::spawn(api::serve(app, authority, listener, shutdown.clone()));
 
     wait_for_signal().await;
@@ -131,9 +169,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (sender, cycle) = tokio::join!(sender, cycle);
     sender.context("sender task panicked")?;
     cycle.context("upload task panicked")?;
+    if let Some(companion) = companion {
+        companion.await.context("sandbox companion task panicked")?;
+    }
     stop_server(server).await?;
+    if let Some(sandbox) = sandbox {
+        sandbox.shutdown().await;
+    }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Builds the token endpoint's client when `[nhsmail] auth` is `oauth2`.
+fn oauth_client(config: &Config) -> anyhow::Result<Option<OAuthClient>> {
+    let MailboxAuth::OAuth2(settings) = &config.nhsmail.auth else { return Ok(None) };
+    let tls = TlsSettings { extra_ca_file: config.nhsmail.ca_file.clone() };
+    let client = OAuthClient::new(settings.clone(), &tls, config.nhsmail.network_timeout)
+        .context("cannot set up the OAuth 2.0 token client; check [nhsmail] token_url and ca_file")?;
+    Ok(Some(client))
 }
 
 /// Waits for calls in progress to finish, then closes connections that clients keep open, because an idle
@@ -153,8 +206,12 @@ async fn stop_server(mut server: tokio::task::JoinHandle<Result<(), tonic::trans
 }
 
 /// Creates the data directory with mode 0700, or tightens an existing one that others can read.
-fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+pub(crate) fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     let mode = std::fs::metadata(dir)
         .with_context(|| format!("cannot read the data directory {}", dir.display()))?
         .permissions()
@@ -185,6 +242,17 @@ fn log_settings(config: &Config) {
         text_in = ?nhsmail.text_in,
         "mailbox settings"
     );
+    match &nhsmail.auth {
+        MailboxAuth::Password => tracing::info!(auth = "password", "sign-in with the password (PLAIN, LOGIN)"),
+        MailboxAuth::OAuth2(oauth) => tracing::info!(
+            auth = "oauth2",
+            token_url = %oauth.token_url,
+            client_id = %oauth.client_id,
+            scope = %oauth.scope,
+            graph_url = %nhsmail.graph_url.as_ref().map_or("none".into(), ToString::to_string),
+            "sign-in with OAuth 2.0 access tokens (XOAUTH2)"
+        ),
+    }
     tracing::info!(
         rate_per_minute = config.sending.rate_per_minute,
         max_lifetime_hours = config.sending.max_lifetime.as_secs() / 3600,

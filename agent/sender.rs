@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::{Config, TextIn};
-use crate::credentials::Gate;
+use crate::credentials::{AfterRejection, Gate};
 use crate::queue;
 use crate::store::MessageRecord;
 use crate::transport::smtp::{
@@ -138,6 +138,11 @@ async fn send_one(app: &App, client: &mut Option<SmtpClient>, message: MessageRe
     let id = message.id.clone();
     let sign_in = match app.credentials.sign_in().await {
         Ok(sign_in) => sign_in,
+        Err(error) if error.is_transient() => {
+            // The token endpoint failed for now; wait like after a failed SMTP connection.
+            retry_later(app, &message, &error.to_string()).await;
+            return true;
+        }
         Err(error) => {
             // The gate closed between the check and the claim; put the message back as it was.
             release(app, &id, &error.to_string()).await;
@@ -145,9 +150,13 @@ async fn send_one(app: &App, client: &mut Option<SmtpClient>, message: MessageRe
         }
     };
 
+    let credentials = sign_in.credentials.clone();
+    if client.as_ref().is_some_and(|client| !client.uses(&credentials)) {
+        // A new access token; connections signed in with the old one are dropped with the old client.
+        *client = None;
+    }
     if client.is_none() {
-        let credentials = Credentials { username: sign_in.username.clone(), password: sign_in.password.clone() };
-        match SmtpClient::new(smtp_settings(&app.config), credentials) {
+        match SmtpClient::new(smtp_settings(&app.config), credentials.clone()) {
             Ok(new_client) => *client = Some(new_client),
             Err(error) => {
                 tracing::error!(message_id = %id, %error, "cannot set up the SMTP client; check [nhsmail] settings");
@@ -159,7 +168,7 @@ async fn send_one(app: &App, client: &mut Option<SmtpClient>, message: MessageRe
     }
     let smtp = client.as_ref().expect("client was just set");
 
-    let email = outbound_email(&sign_in.username, &message, app.text_in());
+    let email = outbound_email(&credentials.username, &message, app.text_in());
     let store = app.store.clone();
     let data_id = id.clone();
     let result = smtp
@@ -169,7 +178,7 @@ async fn send_one(app: &App, client: &mut Option<SmtpClient>, message: MessageRe
         .await;
     drop(sign_in);
 
-    record_outcome(app, client, &message, result).await;
+    record_outcome(app, client, &message, &credentials, result).await;
     true
 }
 
@@ -185,6 +194,7 @@ async fn record_outcome(
     app: &App,
     client: &mut Option<SmtpClient>,
     message: &MessageRecord,
+    credentials: &Credentials,
     result: Result<SentEmail, SmtpError>,
 ) {
     let id = message.id.clone();
@@ -217,10 +227,16 @@ async fn record_outcome(
             }
             SmtpErrorKind::Auth => {
                 *client = None;
-                if let Err(record_error) = app.credentials.record_rejected(&error.to_string()).await {
-                    tracing::error!(error = %record_error, "cannot record the password rejection");
-                }
-                app.store.release(&id, now, &format!("waiting for a working password: {error}")).await
+                let after = app.credentials.record_auth_failure(credentials, &error.to_string()).await;
+                let reason = match after {
+                    Ok(AfterRejection::SignInAgain) => format!("waiting for a new access token: {error}"),
+                    Ok(AfterRejection::GateClosed) => format!("waiting for a working password: {error}"),
+                    Err(record_error) => {
+                        tracing::error!(error = %record_error, "cannot record the rejected sign-in");
+                        format!("waiting for a working password: {error}")
+                    }
+                };
+                app.store.release(&id, now, &reason).await
             }
             SmtpErrorKind::Config => {
                 tracing::error!(message_id = %id, %error, "cannot connect to the SMTP server; check [nhsmail] settings");
@@ -233,6 +249,17 @@ async fn record_outcome(
     };
     if let Err(error) = outcome {
         tracing::error!(message_id = %id, %error, "cannot record the outcome of a send");
+    }
+}
+
+/// Puts a claimed message back with the same backoff as a failed SMTP connection.
+async fn retry_later(app: &App, message: &MessageRecord, reason: &str) {
+    let now = Utc::now();
+    let delay = queue::backoff_delay(message.attempts);
+    tracing::warn!(message_id = %message.id, attempt = message.attempts, delay = ?delay, reason, "cannot sign in; will retry");
+    let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
+    if let Err(error) = app.store.mark_retry(&message.id, next, now, reason).await {
+        tracing::error!(message_id = %message.id, %error, "cannot return the message to the queue");
     }
 }
 

@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, UploadTrigger};
 use crate::config::Config;
+use crate::credentials::AfterRejection;
 use crate::mailbox::{self, InboundKind};
 use crate::store::{Effect, InboundOutcome, InboundRecord, UploadCounts, UploadReport};
+use crate::transport::TlsSettings;
 use crate::transport::imap::{FetchedMail, ImapClient, ImapErrorKind, ImapSession, ImapSettings};
-use crate::transport::{Credentials, TlsSettings};
 
 /// The mailbox the gateway delivers replies and reports to.
 const INBOX: &str = "INBOX";
@@ -115,24 +116,7 @@ pub async fn run_cycle(app: &App, trigger: &str) -> UploadReport {
 
 /// Reads every email newer than the last one processed, classifies it and records it exactly once.
 async fn collect(app: &App, counts: &mut UploadCounts) -> Result<(), String> {
-    let settings = imap_settings(&app.config);
-    let mut session = {
-        let sign_in = app.credentials.sign_in().await.map_err(|error| format!("mail not collected: {error}"))?;
-        let credentials = Credentials { username: sign_in.username.clone(), password: sign_in.password.clone() };
-        match ImapClient::connect(&settings, &credentials).await {
-            Ok(session) => session,
-            Err(error) if error.kind() == ImapErrorKind::Auth => {
-                if let Err(record_error) = app.credentials.record_rejected(&error.to_string()).await {
-                    tracing::error!(error = %record_error, "cannot record the password rejection");
-                }
-                return Err(format!("IMAP sign-in rejected: {error}"));
-            }
-            Err(error) => {
-                app.credentials.note_error(&error.to_string());
-                return Err(format!("cannot connect to the IMAP server: {error}"));
-            }
-        }
-    };
+    let mut session = connect(app).await?;
     if let Err(error) = app.credentials.record_success().await {
         tracing::error!(%error, "cannot record the successful sign-in");
     }
@@ -142,6 +126,30 @@ async fn collect(app: &App, counts: &mut UploadCounts) -> Result<(), String> {
         tracing::debug!(%error, "IMAP logout failed");
     }
     result
+}
+
+/// Signs in to IMAP. A rejected access token gets one more attempt with a new one, because it may just have expired.
+async fn connect(app: &App) -> Result<ImapSession, String> {
+    let settings = imap_settings(&app.config);
+    let mut attempts_left = 2;
+    loop {
+        attempts_left -= 1;
+        let sign_in = app.credentials.sign_in().await.map_err(|error| format!("mail not collected: {error}"))?;
+        let error = match ImapClient::connect(&settings, &sign_in.credentials).await {
+            Ok(session) => return Ok(session),
+            Err(error) => error,
+        };
+        if error.kind() != ImapErrorKind::Auth {
+            app.credentials.note_error(&error.to_string());
+            return Err(format!("cannot connect to the IMAP server: {error}"));
+        }
+        match app.credentials.record_auth_failure(&sign_in.credentials, &error.to_string()).await {
+            Ok(AfterRejection::SignInAgain) if attempts_left > 0 => continue,
+            Ok(_) => {}
+            Err(record_error) => tracing::error!(error = %record_error, "cannot record the rejected sign-in"),
+        }
+        return Err(format!("IMAP sign-in rejected: {error}"));
+    }
 }
 
 async fn collect_new_mail(app: &App, session: &mut ImapSession, counts: &mut UploadCounts) -> Result<(), String> {

@@ -3,7 +3,12 @@
 //! NHSmail locks an account after repeated failed sign-ins, so every SMTP and IMAP sign-in goes through
 //! [`CredentialManager::sign_in`], which serialises sign-ins and refuses to use a password the server has
 //! rejected once. Only a new password (UpdatePassword) clears the rejection.
+//!
+//! In OAuth 2.0 mode the same lock covers the token endpoint: [`CredentialManager::sign_in`] hands out an access
+//! token, obtained with the password when the cached one is missing or near expiry, and a rejected password grant
+//! counts as a rejected password.
 
+mod tokens;
 pub mod vault;
 
 use std::sync::{Arc, Mutex};
@@ -11,8 +16,11 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::watch;
 
+use crate::oauth::{OAuthClient, Tokens};
 use crate::secret::Secret;
 use crate::store::{CredentialStatus, EncryptedPassword, Store, StoreError};
+use crate::transport::{Credentials, SecretKind};
+use tokens::TokenCache;
 pub use vault::{Sealed, Vault, VaultError};
 
 /// Days before expiry from which the password counts as expiring; NHSmail's first reminder comes 18 days before.
@@ -51,10 +59,29 @@ pub enum CredentialError {
     Rejected,
     #[error("the stored password expired on {expired_at}; set the new one with `nhsmail-ctl password set`")]
     Expired { expired_at: DateTime<Utc> },
+    /// The token endpoint failed for now or rejected the request's settings; the password was not rejected.
+    #[error("cannot get an access token: {reason}")]
+    TokenUnavailable { reason: String },
     #[error(transparent)]
     Vault(#[from] VaultError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl CredentialError {
+    /// Returns whether a later attempt may succeed without anyone acting, so a message should wait with backoff.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CredentialError::TokenUnavailable { .. })
+    }
+}
+
+/// The caller's next step after a server rejected a sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRejection {
+    /// An access token was rejected and discarded; signing in again gets a new one.
+    SignInAgain,
+    /// The password is marked rejected and the sending gate is closed.
+    GateClosed,
 }
 
 /// State of the sending gate. While it is closed, messages wait in the queue and nothing is lost.
@@ -77,10 +104,10 @@ pub struct PasswordStatus {
     pub last_error: Option<String>,
 }
 
-/// The username and password to sign in with, handed out only while the sign-in lock is held.
+/// The credentials to sign in with, handed out only while the sign-in lock is held: the username with the password,
+/// or in OAuth 2.0 mode with an access token.
 pub struct SignIn<'a> {
-    pub username: String,
-    pub password: Secret,
+    pub credentials: Credentials,
     _lock: tokio::sync::MutexGuard<'a, ()>,
 }
 
@@ -101,15 +128,20 @@ pub struct CredentialManager {
     gate: watch::Sender<Gate>,
     /// Bumped on every password or username change, so holders of pooled connections know to rebuild them.
     generation: watch::Sender<u64>,
+    /// The token endpoint's client in OAuth 2.0 mode; `None` signs in with the password itself.
+    oauth: Option<OAuthClient>,
+    tokens: Mutex<TokenCache>,
 }
 
 impl CredentialManager {
-    /// Loads the stored password, if any, and decides whether the gate starts open.
+    /// Loads the stored password, if any, and decides whether the gate starts open. With `oauth`, sign-ins use
+    /// access tokens from that endpoint.
     pub async fn load(
         store: Store,
         vault: Vault,
         username: Option<String>,
         max_age_days: u32,
+        oauth: Option<OAuthClient>,
     ) -> Result<Arc<CredentialManager>, CredentialError> {
         let record = store.load_credential().await?;
         let password = match &record {
@@ -134,17 +166,32 @@ impl CredentialManager {
             sign_in_lock: tokio::sync::Mutex::new(()),
             gate: watch::channel(Gate::Closed { reason: "starting".into() }).0,
             generation: watch::channel(0).0,
+            oauth,
+            tokens: Mutex::new(TokenCache::default()),
         });
         manager.refresh_gate(Utc::now());
         Ok(manager)
     }
 
-    /// Waits for the sign-in lock and returns the credentials, or why they must not be used.
+    /// Waits for the sign-in lock and returns the credentials, or why they must not be used. In OAuth 2.0 mode this
+    /// may first run a grant at the token endpoint.
     ///
     /// Holding the lock across connect and authentication means two tasks can never both fail with the same
     /// rejected password: the second one sees the rejection recorded by the first.
     pub async fn sign_in(&self) -> Result<SignIn<'_>, CredentialError> {
         let lock = self.sign_in_lock.lock().await;
+        let (username, password) = self.usable_password()?;
+        let credentials = match &self.oauth {
+            None => Credentials::password(username, password),
+            Some(oauth) => {
+                let token = self.access_token(oauth, &username, &password).await?;
+                Credentials::access_token(username, token)
+            }
+        };
+        Ok(SignIn { credentials, _lock: lock })
+    }
+
+    fn usable_password(&self) -> Result<(String, Secret), CredentialError> {
         let inner = self.lock_inner();
         let username = inner.username.clone().ok_or(CredentialError::NoUsername)?;
         let (Some(set_at), Some(password)) = (inner.set_at, &inner.password) else {
@@ -157,7 +204,36 @@ impl CredentialManager {
         if expires_at <= Utc::now() {
             return Err(CredentialError::Expired { expired_at: expires_at });
         }
-        Ok(SignIn { username, password: password.clone(), _lock: lock })
+        Ok((username, password.clone()))
+    }
+
+    /// Returns the token endpoint's client in OAuth 2.0 mode.
+    pub fn oauth(&self) -> Option<&OAuthClient> {
+        self.oauth.as_ref()
+    }
+
+    /// Keeps tokens obtained while checking a new password, so the next sign-in needs no grant.
+    pub fn adopt_tokens(&self, tokens: Tokens) {
+        self.lock_tokens().store(tokens);
+    }
+
+    /// Records that a server rejected `credentials` and returns what to do next. A rejected password closes the
+    /// gate. A rejected access token is discarded so the next sign-in gets a new one, because it may just have
+    /// expired. Only when its replacement is rejected too does the gate close.
+    ///
+    /// This never takes the sign-in lock, so a caller may still hold its [`SignIn`].
+    pub async fn record_auth_failure(
+        &self,
+        credentials: &Credentials,
+        error: &str,
+    ) -> Result<AfterRejection, CredentialError> {
+        match credentials.kind {
+            SecretKind::Password => {
+                self.record_rejected(error).await?;
+                Ok(AfterRejection::GateClosed)
+            }
+            SecretKind::AccessToken => self.token_rejected(&credentials.secret, error).await,
+        }
     }
 
     /// Takes the sign-in lock without checking the stored password, for checking a candidate password.
@@ -177,6 +253,7 @@ impl CredentialManager {
             inner.status.last_error = Some(error.to_string());
             inner.status.clone()
         };
+        self.lock_tokens().clear();
         tracing::error!(
             error,
             "the mailbox server rejected the password; sending is paused until a new password is set"
@@ -188,6 +265,12 @@ impl CredentialManager {
 
     /// Records a sign-in the server accepted. Writes to the database at most once a minute while nothing changes.
     pub async fn record_success(&self) -> Result<(), CredentialError> {
+        self.lock_tokens().accepted();
+        self.store_success().await
+    }
+
+    /// Records that the password was accepted, without vouching for the cached access token.
+    async fn store_success(&self) -> Result<(), CredentialError> {
         let now = Utc::now();
         let status = {
             let mut inner = self.lock_inner();
@@ -238,6 +321,7 @@ impl CredentialManager {
             inner.set_at = Some(now);
             inner.status = status;
         }
+        self.lock_tokens().clear();
         self.generation.send_modify(|generation| *generation += 1);
         self.refresh_gate(now);
         tracing::info!(verified = verified_at.is_some(), "mailbox password updated");
@@ -256,6 +340,7 @@ impl CredentialManager {
         if let Some(status) = status {
             self.store.update_credential_status(status).await?;
         }
+        self.lock_tokens().clear();
         self.generation.send_modify(|generation| *generation += 1);
         self.refresh_gate(Utc::now());
         Ok(())
@@ -316,6 +401,10 @@ impl CredentialManager {
 
     fn lock_inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("credential state lock poisoned")
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, TokenCache> {
+        self.tokens.lock().expect("token cache lock poisoned")
     }
 }
 

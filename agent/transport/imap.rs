@@ -1,4 +1,4 @@
-//! IMAP: logs in, selects a mailbox and fetches the messages that arrived after a known UID.
+//! IMAP: signs in, selects a mailbox and fetches the messages that arrived after a known UID.
 //!
 //! One connection per use, secured with STARTTLS, implicit TLS or, on loopback only, nothing.
 //! Every command runs under the configured timeout, and a session that hit a network error or
@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 pub use self::error::{ImapError, ImapErrorKind};
 pub use self::stream::ImapStream;
-use super::{ConfigError, Credentials, Endpoint, Security, TlsSettings, tls};
+use super::{ConfigError, Credentials, Endpoint, SecretKind, Security, TlsSettings, tls};
 
 /// Settings for reading mail over IMAP: server, TLS and timeout.
 #[derive(Clone, Debug)]
@@ -58,7 +58,8 @@ pub struct FetchedMail {
 pub struct ImapClient;
 
 impl ImapClient {
-    /// Connects, secures the connection as configured and logs in with LOGIN.
+    /// Connects, secures the connection as configured and signs in: LOGIN with a password, AUTHENTICATE XOAUTH2
+    /// with an access token.
     pub async fn connect(settings: &ImapSettings, credentials: &Credentials) -> Result<ImapSession, ImapError> {
         settings.endpoint.validate()?;
         if settings.timeout.is_zero() {
@@ -282,8 +283,8 @@ async fn read_greeting(client: &mut async_imap::Client<ImapStream>, context: &Co
     }
 }
 
-/// Sends LOGIN and classifies a refusal: `NO [UNAVAILABLE]` (RFC 5530, a temporary failure on
-/// the server's side) is transient, any other NO rejects the credentials.
+/// Sends LOGIN or AUTHENTICATE XOAUTH2 and classifies a refusal: `NO [UNAVAILABLE]` (RFC 5530,
+/// a temporary failure on the server's side) is transient, any other NO rejects the credentials.
 async fn login(
     client: async_imap::Client<ImapStream>,
     credentials: &Credentials,
@@ -291,10 +292,19 @@ async fn login(
 ) -> Result<async_imap::Session<ImapStream>, ImapError> {
     use async_imap::error::Error;
 
-    let attempt = client.login(&credentials.username, credentials.password.expose());
-    let result = match tokio::time::timeout(context.timeout, attempt).await {
+    let (command, result) = match credentials.kind {
+        SecretKind::Password => {
+            let attempt = client.login(&credentials.username, credentials.secret.expose());
+            ("LOGIN", tokio::time::timeout(context.timeout, attempt).await)
+        }
+        SecretKind::AccessToken => {
+            let attempt = client.authenticate("XOAUTH2", XOAuth2::new(credentials));
+            ("AUTHENTICATE", tokio::time::timeout(context.timeout, attempt).await)
+        }
+    };
+    let result = match result {
         Ok(result) => result,
-        Err(_elapsed) => return Err(context.timed_out("LOGIN")),
+        Err(_elapsed) => return Err(context.timed_out(command)),
     };
 
     let (error, _client) = match result {
@@ -314,8 +324,33 @@ async fn login(
             username,
             response: "the username or password contains a line break, which LOGIN cannot send".to_owned(),
         },
-        other => context.command_error("LOGIN", other),
+        other => context.command_error(command, other),
     })
+}
+
+/// The client's side of AUTHENTICATE XOAUTH2: the initial response to the server's first
+/// continuation, then an empty response to any further one.
+///
+/// A server that rejects the token sends a continuation with a JSON error, and sends its tagged
+/// NO only after the client's empty response.
+struct XOAuth2 {
+    /// Taken at the first continuation, so the token is sent once.
+    initial: Option<String>,
+}
+
+impl XOAuth2 {
+    fn new(credentials: &Credentials) -> Self {
+        let raw = format!("user={}\x01auth=Bearer {}\x01\x01", credentials.username, credentials.secret.expose());
+        Self { initial: Some(raw) }
+    }
+}
+
+impl async_imap::Authenticator for XOAuth2 {
+    type Response = String;
+
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        self.initial.take().unwrap_or_default()
+    }
 }
 
 /// Keeps the UIDs above `last_uid`, lowest first, at most `limit` of them.

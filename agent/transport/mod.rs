@@ -2,12 +2,12 @@
 //! whether to retry, fail the message, hold it as uncertain or close the sending gate.
 //!
 //! This module owns the settings both protocols share: where the server is ([`Endpoint`]), how
-//! the connection is secured ([`Security`], [`TlsSettings`]) and who logs in ([`Credentials`]).
+//! the connection is secured ([`Security`], [`TlsSettings`]) and who signs in ([`Credentials`]).
 //! An unencrypted connection is allowed only to a loopback host.
 
 pub mod imap;
 pub mod smtp;
-mod tls;
+pub(crate) mod tls;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -88,11 +88,31 @@ pub struct TlsSettings {
     pub extra_ca_file: Option<PathBuf>,
 }
 
-/// The mailbox account used for both SMTP AUTH and IMAP LOGIN.
+/// What proves the account's identity to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretKind {
+    /// The mailbox password: SMTP AUTH PLAIN or LOGIN, IMAP LOGIN.
+    Password,
+    /// An OAuth 2.0 access token: the XOAUTH2 mechanism of SMTP AUTH and IMAP AUTHENTICATE.
+    AccessToken,
+}
+
+/// The mailbox account and its password or access token, used for both SMTP and IMAP.
 #[derive(Clone, Debug)]
 pub struct Credentials {
     pub username: String,
-    pub password: Secret,
+    pub secret: Secret,
+    pub kind: SecretKind,
+}
+
+impl Credentials {
+    pub fn password(username: impl Into<String>, password: Secret) -> Self {
+        Self { username: username.into(), secret: password, kind: SecretKind::Password }
+    }
+
+    pub fn access_token(username: impl Into<String>, token: Secret) -> Self {
+        Self { username: username.into(), secret: token, kind: SecretKind::AccessToken }
+    }
 }
 
 /// A setting that makes a connection impossible or unsafe; fixing it needs a person.
@@ -224,10 +244,7 @@ mod tests {
 
     #[test]
     fn credentials_debug_hides_password() {
-        let credentials = Credentials {
-            username: "practice@example.org".to_owned(),
-            password: Secret::new("Invented-Test-Passw0rd"),
-        };
+        let credentials = Credentials::password("practice@example.org", Secret::new("Invented-Test-Passw0rd"));
 
         let debug = format!("{credentials:?}");
 

@@ -27,7 +27,7 @@ use lettre::transport::smtp::response::Response;
 
 pub use self::error::{Phase, Reply, SmtpError, SmtpErrorKind, classify_reply};
 use self::message::BuiltEmail;
-use super::{ConfigError, Credentials, Endpoint, Security, TlsSettings, tls};
+use super::{ConfigError, Credentials, Endpoint, SecretKind, Security, TlsSettings, tls};
 
 /// A default for [`SmtpSettings::idle_timeout`], well under Postfix's default `smtpd_timeout` of
 /// 300 s (Postfix 3.7). A server that closes sooner costs one NOOP on the next send, never a message.
@@ -38,6 +38,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum Mechanism {
     Plain,
     Login,
+    /// Google's and Microsoft's mechanism for an OAuth 2.0 access token. It is chosen by credentials of kind
+    /// [`SecretKind::AccessToken`], never from [`SmtpSettings::mechanisms`].
+    Xoauth2,
 }
 
 impl Mechanism {
@@ -45,6 +48,7 @@ impl Mechanism {
         match self {
             Self::Plain => LettreMechanism::Plain,
             Self::Login => LettreMechanism::Login,
+            Self::Xoauth2 => LettreMechanism::Xoauth2,
         }
     }
 }
@@ -66,6 +70,7 @@ impl fmt::Display for Mechanism {
         formatter.write_str(match self {
             Self::Plain => "PLAIN",
             Self::Login => "LOGIN",
+            Self::Xoauth2 => "XOAUTH2",
         })
     }
 }
@@ -83,7 +88,8 @@ pub struct SmtpSettings {
     pub pool_size: usize,
     /// How long an idle connection is kept before it is closed instead of reused.
     pub idle_timeout: Duration,
-    /// Mechanisms to try, in order of preference; the first one the server offers is used.
+    /// Password mechanisms to try, in order of preference; the first one the server offers is used. An access token
+    /// always uses XOAUTH2.
     pub mechanisms: Vec<Mechanism>,
 }
 
@@ -205,6 +211,15 @@ impl SmtpClient {
         let mut connection = self.open().await.inspect_err(|error| self.observe(error))?;
         self.quit(&mut connection).await;
         Ok(())
+    }
+
+    /// Returns whether this client signs in with exactly `credentials`. A caller holding a newer access token builds
+    /// a new client when it does not.
+    pub fn uses(&self, credentials: &Credentials) -> bool {
+        let own = &self.inner.credentials;
+        own.kind == credentials.kind
+            && own.username == credentials.username
+            && own.secret.expose() == credentials.secret.expose()
     }
 
     /// Sends QUIT on every idle connection and closes it; for shutdown.
@@ -329,6 +344,9 @@ impl SmtpClient {
     }
 
     async fn authenticate(&self, connection: &mut AsyncSmtpConnection) -> Result<(), SmtpError> {
+        if self.inner.credentials.kind == SecretKind::AccessToken {
+            return self.authenticate_xoauth2(connection).await;
+        }
         let mechanisms: Vec<LettreMechanism> =
             self.inner.settings.mechanisms.iter().map(|mechanism| mechanism.to_lettre()).collect();
         let offered = mechanisms.iter().any(|mechanism| connection.server_info().supports_auth_mechanism(*mechanism));
@@ -342,10 +360,36 @@ impl SmtpClient {
 
         let credentials = LettreCredentials::new(
             self.inner.credentials.username.clone(),
-            self.inner.credentials.password.expose().to_owned(),
+            self.inner.credentials.secret.expose().to_owned(),
         );
         self.step(Phase::Auth, connection.auth(&mechanisms, &credentials)).await?;
         Ok(())
+    }
+
+    /// Runs AUTH XOAUTH2 with the access token as the initial response.
+    ///
+    /// lettre's own `auth` cannot be used: a server that rejects the token sends a 334 challenge with a JSON error
+    /// and gives its final 5xx reply only after the client's empty response, a step lettre refuses. Here that 5xx
+    /// becomes an error of kind [`SmtpErrorKind::Auth`].
+    async fn authenticate_xoauth2(&self, connection: &mut AsyncSmtpConnection) -> Result<(), SmtpError> {
+        if !connection.server_info().supports_auth_mechanism(LettreMechanism::Xoauth2) {
+            self.quit(connection).await;
+            return Err(SmtpError::AuthUnavailable {
+                server: self.inner.server.clone(),
+                configured: Mechanism::Xoauth2.to_string(),
+            });
+        }
+
+        let credentials = &self.inner.credentials;
+        let response = xoauth2_response(&credentials.username, &credentials.secret);
+        let command = SaslLine(format!("AUTH XOAUTH2 {response}"));
+        let mut reply = self.step(Phase::Auth, connection.command(command)).await?;
+        if reply.has_code(334) {
+            reply = self.step(Phase::Auth, connection.command(SaslLine(String::new()))).await?;
+            // A server that accepts after its error challenge is outside the convention; do not trust the session.
+            return Err(self.unexpected(Phase::Auth, &reply));
+        }
+        self.expect_completion(Phase::Auth, &reply)
     }
 
     /// Runs one network step under the per-step timeout.
@@ -405,6 +449,22 @@ impl SmtpClient {
     }
 }
 
+/// One line of an SASL exchange. It may hold a token, so it has no `Debug`.
+struct SaslLine(String);
+
+impl fmt::Display for SaslLine {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}\r\n", self.0)
+    }
+}
+
+/// Encodes the XOAUTH2 initial response: `user=` name `^A` `auth=Bearer ` token `^A^A`, in base64.
+pub(crate) fn xoauth2_response(username: &str, token: &crate::secret::Secret) -> String {
+    use base64::Engine;
+    let raw = format!("user={username}\x01auth=Bearer {}\x01\x01", token.expose());
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
 fn validate_settings(settings: &SmtpSettings, credentials: &Credentials) -> Result<(), ConfigError> {
     if !is_valid_hello_name(&settings.hello_name) {
         return Err(ConfigError::InvalidSetting {
@@ -415,10 +475,10 @@ fn validate_settings(settings: &SmtpSettings, credentials: &Credentials) -> Resu
     if settings.timeout.is_zero() {
         return Err(ConfigError::InvalidSetting { name: "smtp timeout", reason: "must be greater than zero" });
     }
-    if settings.mechanisms.is_empty() {
+    if settings.mechanisms.is_empty() || settings.mechanisms.contains(&Mechanism::Xoauth2) {
         return Err(ConfigError::InvalidSetting {
             name: "smtp auth mechanisms",
-            reason: "must name at least one of plain and login",
+            reason: "must name at least one of plain and login, and not xoauth2, which access tokens choose",
         });
     }
     if credentials.username.trim().is_empty() {

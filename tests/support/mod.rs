@@ -1,12 +1,18 @@
 //! Shared harness for the end-to-end tests: starts the built `nhsmail-agent` binary, connects gRPC clients with its
-//! admin token, runs `nhsmail-ctl`, and reads the real-server stack's settings from `servers.env`.
+//! admin token, runs `nhsmail-ctl`, starts an in-process NHSmail sandbox and calls its control API, and reads the
+//! real-server stack's settings from `servers.env`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use nhsmail_sandbox::{Policy, Sandbox, SandboxInfo, SandboxOptions};
 
 use nhsmail_agent::proto;
 use tonic::metadata::MetadataValue;
@@ -130,6 +136,7 @@ pub struct AgentProcess {
     pub config_path: PathBuf,
     pub address: String,
     log_path: PathBuf,
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl AgentProcess {
@@ -142,12 +149,22 @@ impl AgentProcess {
         std::fs::create_dir_all(data_dir).unwrap();
         let config_path = data_dir.join("agent.toml");
         std::fs::write(&config_path, config).unwrap();
+        let args: Vec<OsString> = vec!["--config".into(), config_path.clone().into()];
+        Self::spawn(data_dir, config_path, args, env)
+    }
+
+    /// Starts `nhsmail-agent --sandbox` with `data_dir` on a free loopback port and waits until it listens.
+    pub fn start_sandbox_mode(data_dir: &Path) -> AgentProcess {
+        Self::spawn(data_dir, data_dir.join("agent.toml"), vec!["--sandbox".into()], &[])
+    }
+
+    fn spawn(data_dir: &Path, config_path: PathBuf, args: Vec<OsString>, env: &[(&str, &str)]) -> AgentProcess {
+        std::fs::create_dir_all(data_dir).unwrap();
         let log_path = data_dir.join("agent.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
 
         let mut child = Command::new(env!("CARGO_BIN_EXE_nhsmail-agent"))
-            .arg("--config")
-            .arg(&config_path)
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
@@ -160,12 +177,15 @@ impl AgentProcess {
             .expect("the agent binary starts");
 
         let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
         let (sender, receiver) = std::sync::mpsc::channel();
+        let kept = Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(address) = line.strip_prefix("listening on ") {
                     let _ = sender.send(address.to_string());
                 }
+                kept.lock().unwrap().push(line);
             }
         });
         let address = match receiver.recv_timeout(Duration::from_secs(30)) {
@@ -178,7 +198,12 @@ impl AgentProcess {
                 );
             }
         };
-        AgentProcess { child, data_dir: data_dir.to_path_buf(), config_path, address, log_path }
+        AgentProcess { child, data_dir: data_dir.to_path_buf(), config_path, address, log_path, stdout: lines }
+    }
+
+    /// Returns every line the agent printed on stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {
@@ -264,4 +289,117 @@ pub fn submit(to: &str, text: &str) -> proto::SubmitMessageRequest {
 /// A short random tag that makes a test's texts unique in the shared gateway mailbox.
 pub fn unique_tag() -> String {
     uuid::Uuid::now_v7().simple().to_string()[20..].to_string()
+}
+
+/// How the agent signs in to the sandbox's SMTP and IMAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// AUTH PLAIN or LOGIN, and IMAP LOGIN.
+    Password,
+    /// An access token from the sandbox's token endpoint, with XOAUTH2.
+    OAuth2,
+}
+
+/// The client_id the sandbox's token endpoint requires in the tests.
+pub const SANDBOX_CLIENT_ID: &str = "nhsmail-agent-tests";
+
+/// An in-process NHSmail sandbox with a temporary state folder, one per test.
+pub struct TestSandbox {
+    sandbox: Sandbox,
+}
+
+impl TestSandbox {
+    /// Starts a sandbox that sends each receipt, report or reply 300 ms after the text.
+    pub async fn start() -> TestSandbox {
+        Self::start_with_policy(Policy::default()).await
+    }
+
+    pub async fn start_with_policy(policy: Policy) -> TestSandbox {
+        let options = SandboxOptions {
+            policy,
+            receipt_delay: Duration::from_millis(300),
+            client_id: Some(SANDBOX_CLIENT_ID.into()),
+            ..SandboxOptions::default()
+        };
+        TestSandbox { sandbox: Sandbox::start(options).await.expect("the sandbox starts") }
+    }
+
+    pub fn info(&self) -> &SandboxInfo {
+        self.sandbox.info()
+    }
+
+    /// Returns an agent config for this sandbox: SMTP with STARTTLS, IMAP with implicit TLS, and `mode`'s sign-in.
+    pub fn agent_config(&self, mode: AuthMode, extra: &str) -> String {
+        let info = self.info();
+        let auth = match mode {
+            AuthMode::Password => "auth = \"password\"\n".to_string(),
+            AuthMode::OAuth2 => format!(
+                "auth = \"oauth2\"\ntoken_url = \"{}\"\nclient_id = \"{SANDBOX_CLIENT_ID}\"\ngraph_url = \"{}\"\n",
+                info.token_url, info.graph_url
+            ),
+        };
+        format!(
+            "[agent]\nupload_interval_minutes = 1440\n\n[nhsmail]\nusername = \"{username}\"\nsmtp_host = \"127.0.0.1\"\n\
+             smtp_port = {smtp}\nsmtp_security = \"starttls\"\nimap_host = \"127.0.0.1\"\nimap_port = {imap}\n\
+             imap_security = \"tls\"\nca_file = \"{ca}\"\nnetwork_timeout_seconds = 20\n{auth}\n\
+             [sending]\nrate_per_minute = 600\n{extra}",
+            username = info.username,
+            smtp = info.smtp_port,
+            imap = info.imap_port,
+            ca = info.ca_file.display(),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        control_request(&self.info().control_url, "GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        control_request(&self.info().control_url, "POST", path, Some(body)).await
+    }
+
+    /// Returns every text the gateway accepted, as `GET /sent` lists them.
+    pub async fn sent(&self) -> Vec<serde_json::Value> {
+        self.get("/sent").await["texts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Returns the failed sign-ins counted for `protocol` (smtp, imap, token or graph).
+    pub async fn failed_sign_ins(&self, protocol: &str) -> u64 {
+        self.get("/counters").await["sign_ins"][protocol]["failed"].as_u64().unwrap_or(0)
+    }
+
+    /// Returns the failed sign-ins over every protocol.
+    pub async fn all_failed_sign_ins(&self) -> u64 {
+        let counters = self.get("/counters").await;
+        let sign_ins = counters["sign_ins"].as_object().cloned().unwrap_or_default();
+        sign_ins.values().map(|counts| counts["failed"].as_u64().unwrap_or(0)).sum()
+    }
+
+    /// Returns how many grants of `grant_type` (password or refresh_token) the token endpoint issued.
+    pub async fn token_grants(&self, grant_type: &str) -> u64 {
+        self.get("/counters").await["token_grants"][grant_type].as_u64().unwrap_or(0)
+    }
+}
+
+/// Sends one JSON request to the sandbox's control API and returns the JSON response, or null for an empty body.
+async fn control_request(base: &str, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    let authority = base.strip_prefix("http://").expect("the control URL is plain http");
+    let stream = tokio::net::TcpStream::connect(authority).await.expect("the control API accepts connections");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+
+    let bytes = body.map(|body| serde_json::to_vec(&body).unwrap()).unwrap_or_default();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(bytes)))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("the control API responds");
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(status.is_success(), "{method} {path} returned {status}: {}", String::from_utf8_lossy(&body));
+    if body.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&body).unwrap() }
 }

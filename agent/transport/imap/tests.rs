@@ -32,6 +32,9 @@ struct Script {
     implicit_tls: Option<Arc<ServerConfig>>,
     /// Bytes sent right after the STARTTLS OK, before the handshake.
     injected_after_starttls: Option<&'static str>,
+    /// Answer AUTHENTICATE's response with this error continuation, then, after the client's
+    /// next line, with a tagged NO.
+    authenticate_error: Option<&'static str>,
 }
 
 impl Default for Script {
@@ -43,6 +46,7 @@ impl Default for Script {
             starttls: None,
             implicit_tls: None,
             injected_after_starttls: None,
+            authenticate_error: None,
         }
     }
 }
@@ -121,6 +125,21 @@ async fn serve(script: Script, stream: TcpStream, commands: Arc<Mutex<Vec<String
                 reader = BufReader::new(Box::new(tls));
             }
             "LOGIN" => send(&mut reader, &format!("{tag} {}\r\n", script.login_reply)).await?,
+            "AUTHENTICATE" => {
+                send(&mut reader, "+ \r\n").await?;
+                let mut response = String::new();
+                reader.read_line(&mut response).await?;
+                commands.lock().unwrap().push(format!("+ {}", response.trim_end()));
+                let Some(challenge) = script.authenticate_error else {
+                    send(&mut reader, &format!("{tag} OK AUTHENTICATE completed\r\n")).await?;
+                    continue;
+                };
+                send(&mut reader, &format!("+ {challenge}\r\n")).await?;
+                let mut answer = String::new();
+                reader.read_line(&mut answer).await?;
+                commands.lock().unwrap().push(format!("+ {}", answer.trim_end()));
+                send(&mut reader, &format!("{tag} NO [AUTHENTICATIONFAILED] AUTHENTICATE failed\r\n")).await?;
+            }
             "SELECT" => {
                 let next = script.mailbox.iter().map(|(uid, _)| uid + 1).max().unwrap_or(1);
                 let reply = format!(
@@ -201,7 +220,7 @@ fn settings(peer: &Peer, security: Security) -> ImapSettings {
 }
 
 fn credentials() -> Credentials {
-    Credentials { username: "practice@example.org".to_owned(), password: Secret::new(PASSWORD) }
+    Credentials::password("practice@example.org", Secret::new(PASSWORD))
 }
 
 fn mail(number: u32) -> String {
@@ -438,4 +457,42 @@ fn new_uids_sorted_and_limited() {
     let found: HashSet<u32> = [12, 9, 30, 8, 5].into_iter().collect();
 
     assert_eq!(select_new_uids(found, 5, 3), [8, 9, 12]);
+}
+
+const TOKEN: &str = "invented-access-token-2";
+
+fn token_credentials() -> Credentials {
+    Credentials::access_token("practice@example.org", Secret::new(TOKEN))
+}
+
+#[tokio::test]
+async fn access_token_uses_xoauth2() {
+    let peer = start_peer(Script::default()).await;
+
+    ImapClient::verify_login(&settings(&peer, Security::Plain), &token_credentials()).await.unwrap();
+
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(format!("user=practice@example.org\x01auth=Bearer {TOKEN}\x01\x01"));
+    let commands = peer.commands();
+    assert!(commands[0].ends_with("AUTHENTICATE XOAUTH2"), "{commands:?}");
+    assert_eq!(commands[1], format!("+ {expected}"));
+    assert!(commands[2].ends_with("LOGOUT"), "{commands:?}");
+}
+
+#[tokio::test]
+async fn rejected_token_continuation_is_auth() {
+    let peer = start_peer(Script {
+        authenticate_error: Some("eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0="),
+        ..Script::default()
+    })
+    .await;
+
+    let error = ImapClient::connect(&settings(&peer, Security::Plain), &token_credentials()).await.unwrap_err();
+
+    assert_eq!(error.kind(), ImapErrorKind::Auth, "{error}");
+    assert!(error.to_string().contains("AUTHENTICATIONFAILED"), "{error}");
+    assert!(!format!("{error:?}").contains(TOKEN), "{error:?}");
+    let commands = peer.commands();
+    assert_eq!(commands[2], "+ ", "the client answers the error continuation with an empty line");
 }

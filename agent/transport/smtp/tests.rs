@@ -24,6 +24,8 @@ struct Script {
     /// Advertised after EHLO, one per line.
     extensions: Vec<&'static str>,
     auth_reply: &'static str,
+    /// Answer AUTH with this 334 challenge first, then read the client's response and send `auth_reply`.
+    auth_challenge: Option<&'static str>,
     mail_reply: &'static str,
     rcpt_reply: &'static str,
     drop_after_rcpt: bool,
@@ -44,6 +46,7 @@ impl Default for Script {
         Self {
             extensions: vec!["AUTH PLAIN LOGIN", "8BITMIME"],
             auth_reply: "235 2.7.0 Authentication successful",
+            auth_challenge: None,
             mail_reply: "250 2.1.0 Ok",
             rcpt_reply: "250 2.1.5 Ok",
             drop_after_rcpt: false,
@@ -65,6 +68,8 @@ struct Record {
     commands: Vec<(usize, String)>,
     /// (connection number, message data) for each message that ended with `.`.
     messages: Vec<(usize, String)>,
+    /// Each AUTH line, and each line the client sent in answer to a challenge, without CRLF.
+    auth_lines: Vec<String>,
 }
 
 impl Record {
@@ -148,7 +153,16 @@ async fn serve(script: Script, stream: TcpStream, number: usize, record: Arc<Mut
                 reader = BufReader::new(Box::new(tls));
                 encrypted = true;
             }
-            "AUTH" => reply(&mut reader, script.auth_reply).await?,
+            "AUTH" => {
+                record.lock().unwrap().auth_lines.push(line.trim_end().to_owned());
+                if let Some(challenge) = script.auth_challenge {
+                    reply(&mut reader, challenge).await?;
+                    let mut answer = String::new();
+                    reader.read_line(&mut answer).await?;
+                    record.lock().unwrap().auth_lines.push(answer.trim_end().to_owned());
+                }
+                reply(&mut reader, script.auth_reply).await?
+            }
             "MAIL" => {
                 if script.silent_at_mail {
                     return std::future::pending().await;
@@ -221,7 +235,7 @@ fn settings(peer: &Peer, security: Security) -> SmtpSettings {
 }
 
 fn credentials() -> Credentials {
-    Credentials { username: "practice@example.org".to_owned(), password: Secret::new(PASSWORD) }
+    Credentials::password("practice@example.org", Secret::new(PASSWORD))
 }
 
 fn client(peer: &Peer) -> SmtpClient {
@@ -676,4 +690,79 @@ fn client_debug_hides_password() {
     let debug = format!("{:?}", client(&peer));
 
     assert!(!debug.contains(PASSWORD), "{debug}");
+}
+
+const TOKEN: &str = "invented-access-token-1";
+
+fn token_client(peer: &Peer) -> SmtpClient {
+    let credentials = Credentials::access_token("practice@example.org", Secret::new(TOKEN));
+    SmtpClient::new(settings(peer, Security::Plain), credentials).unwrap()
+}
+
+fn xoauth2_script() -> Script {
+    Script { extensions: vec!["AUTH PLAIN LOGIN XOAUTH2", "8BITMIME"], ..Script::default() }
+}
+
+#[tokio::test]
+async fn access_token_uses_xoauth2() {
+    let peer = start_peer(xoauth2_script()).await;
+
+    token_client(&peer).send(&email(), Hook::default().call()).await.unwrap();
+
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(format!("user=practice@example.org\x01auth=Bearer {TOKEN}\x01\x01"));
+    let record = peer.record.lock().unwrap();
+    assert_eq!(record.auth_lines, [format!("AUTH XOAUTH2 {expected}")]);
+    assert_eq!(record.messages.len(), 1);
+}
+
+#[tokio::test]
+async fn rejected_token_challenge_is_auth() {
+    let peer = start_peer(Script {
+        auth_challenge: Some("334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0="),
+        auth_reply: "535 5.7.3 Authentication unsuccessful",
+        ..xoauth2_script()
+    })
+    .await;
+
+    let error = token_client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
+
+    assert_eq!(error.kind(), SmtpErrorKind::Auth, "{error}");
+    assert_eq!(error.reply().map(|reply| reply.code), Some(535));
+    let record = peer.record.lock().unwrap();
+    assert_eq!(record.auth_lines.len(), 2);
+    assert_eq!(record.auth_lines[1], "", "the client answers the error challenge with an empty line");
+    assert_eq!(record.count("MAIL"), 0);
+}
+
+#[tokio::test]
+async fn rejected_token_error_hides_token() {
+    let peer = start_peer(Script { auth_reply: "535 5.7.3 Authentication unsuccessful", ..xoauth2_script() }).await;
+
+    let error = token_client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
+
+    assert!(!error.to_string().contains(TOKEN), "{error}");
+    assert!(!format!("{error:?}").contains(TOKEN), "{error:?}");
+}
+
+#[tokio::test]
+async fn xoauth2_not_offered_is_auth() {
+    let peer = start_peer(Script::default()).await;
+
+    let error = token_client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
+
+    assert!(matches!(error, SmtpError::AuthUnavailable { .. }), "{error}");
+    assert!(error.to_string().contains("XOAUTH2"), "{error}");
+    assert_eq!(error.kind(), SmtpErrorKind::Auth);
+}
+
+#[test]
+fn client_knows_its_credentials() {
+    let peer = Peer { address: "127.0.0.1:9".parse().unwrap(), record: Arc::default() };
+    let client = token_client(&peer);
+
+    assert!(client.uses(&Credentials::access_token("practice@example.org", Secret::new(TOKEN))));
+    assert!(!client.uses(&Credentials::access_token("practice@example.org", Secret::new("another-token"))));
+    assert!(!client.uses(&Credentials::password("practice@example.org", Secret::new(TOKEN))));
 }

@@ -1,0 +1,189 @@
+//! `nhsmail-agent --sandbox`, part of the binary rather than the library: starts an in-process NHSmail sandbox
+//! whose account and mailbox live in `<data dir>/sandbox`, points the mailbox settings at it in OAuth 2.0 mode,
+//! stores the sandbox's password on first start, prints how to reach both, and collects mail a moment after each
+//! send, because the sandbox sends receipts within seconds while the upload interval is counted in minutes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use nhsmail_agent::app::App;
+use nhsmail_agent::config::{Config, ConfigError, Overrides};
+use nhsmail_agent::paths;
+use nhsmail_sandbox::gateway::{Outcome, RANGES};
+use nhsmail_sandbox::{Sandbox, SandboxInfo, SandboxOptions};
+
+/// The data directory in sandbox mode without `--data-dir`: in the current directory, so a demonstration never
+/// touches a real practice's data directory.
+const DEFAULT_DATA_DIR: &str = "nhsmail-sandbox-data";
+/// The client_id the sandbox's token endpoint requires and the agent sends.
+const CLIENT_ID: &str = "nhsmail-agent-sandbox";
+/// How often the store is read to notice a text that was just handed to the sandbox.
+const SEND_POLL: Duration = Duration::from_millis(500);
+/// After a send: when to collect the receipt, and when to collect what follows it (a reply, or a receipt after a
+/// delay report). The sandbox answers after its receipt delay, 1 s by default, and again one delay later.
+const FIRST_COLLECTION: Duration = Duration::from_millis(1500);
+const FOLLOW_UP_COLLECTION: Duration = Duration::from_millis(3500);
+/// The number and text of the command printed for a first try.
+const EXAMPLE_NUMBER: &str = "07700900123";
+const EXAMPLE_TEXT: &str = "Hello from the NHSmail sandbox";
+
+/// Creates the data directory and starts the sandbox in `<data dir>/sandbox`. Sets `overrides.data_dir` to the
+/// absolute data directory, so nothing else can choose it.
+pub async fn start(overrides: &mut Overrides) -> anyhow::Result<Sandbox> {
+    let data_dir = overrides.data_dir.take().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    crate::prepare_data_dir(&data_dir)?;
+    let data_dir = std::fs::canonicalize(&data_dir)
+        .with_context(|| format!("cannot resolve the data directory {}", data_dir.display()))?;
+    overrides.data_dir = Some(data_dir.clone());
+
+    let options = SandboxOptions {
+        state_dir: Some(data_dir.join("sandbox")),
+        client_id: Some(CLIENT_ID.into()),
+        ..SandboxOptions::default()
+    };
+    Sandbox::start(options).await.context("cannot start the NHSmail sandbox")
+}
+
+/// Loads the settings with the sandbox's values in place of the `[nhsmail]` connection keys; the other settings
+/// still come from the config file and the environment.
+pub fn load_config(sandbox: &Sandbox, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let info = sandbox.info();
+    let values: HashMap<&str, String> = [
+        ("NHSMAIL_USERNAME", info.username.clone()),
+        ("NHSMAIL_SMTP_HOST", "127.0.0.1".into()),
+        ("NHSMAIL_SMTP_PORT", info.smtp_port.to_string()),
+        ("NHSMAIL_SMTP_SECURITY", info.smtp_security.into()),
+        ("NHSMAIL_IMAP_HOST", "127.0.0.1".into()),
+        ("NHSMAIL_IMAP_PORT", info.imap_port.to_string()),
+        ("NHSMAIL_IMAP_SECURITY", info.imap_security.into()),
+        ("NHSMAIL_CA_FILE", info.ca_file.display().to_string()),
+        ("NHSMAIL_SMS_DOMAIN", info.sms_domain.into()),
+        ("NHSMAIL_AUTH", "oauth2".into()),
+        ("NHSMAIL_TOKEN_URL", info.token_url.clone()),
+        ("NHSMAIL_CLIENT_ID", CLIENT_ID.into()),
+        ("NHSMAIL_GRAPH_URL", info.graph_url.clone()),
+    ]
+    .into_iter()
+    .collect();
+    Config::load_with_env(overrides, |name| values.get(name).cloned().or_else(|| std::env::var(name).ok()))
+}
+
+/// Stores the sandbox's password if none is stored, prints how to reach the agent and the sandbox, then collects
+/// mail after each send until `shutdown`.
+pub async fn serve(
+    app: Arc<App>,
+    info: SandboxInfo,
+    listening: SocketAddr,
+    data_dir: PathBuf,
+    shutdown: CancellationToken,
+) {
+    store_password(&app, &info).await;
+    print_instructions(&info, listening, &data_dir);
+    collect_after_sends(&app, &shutdown).await;
+}
+
+async fn store_password(app: &App, info: &SandboxInfo) {
+    if app.credentials.status(chrono::Utc::now()).password_set {
+        return;
+    }
+    let password = info.password.clone();
+    match app.update_password(password.clone(), password, false).await {
+        Ok(_) => tracing::info!(username = %info.username, "stored and verified the sandbox's password"),
+        Err(error) => {
+            tracing::error!(%error, "cannot store the sandbox's password; set it with `nhsmail-ctl password set`")
+        }
+    }
+}
+
+fn print_instructions(info: &SandboxInfo, listening: SocketAddr, data_dir: &Path) {
+    let token_file = paths::admin_token_path(data_dir);
+    let ctl = format!("nhsmail-ctl --agent http://{listening} --token-file {}", shell_word(&token_file));
+    println!(
+        "sandbox: NHSmail stand-in for {} on 127.0.0.1, control API {}, state in {}",
+        info.username,
+        info.control_url,
+        shell_word(&info.state_dir)
+    );
+    println!("sandbox numbers: {}", number_ranges());
+    println!("admin token: {}", shell_word(&token_file));
+    println!("send a text: {ctl} send --to {EXAMPLE_NUMBER} --text \"{EXAMPLE_TEXT}\"");
+    println!("follow it: {ctl} messages list");
+    println!("stop with Ctrl-C; the account and the mailbox stay in the data directory for the next start");
+}
+
+/// Describes the sandbox's number ranges in one line, from the sandbox's own table.
+fn number_ranges() -> String {
+    let ranges: Vec<String> = RANGES
+        .iter()
+        .map(|(low, high, outcome, _)| {
+            let what = match outcome {
+                Outcome::Delivered => "delivered",
+                Outcome::PermanentFailure => "failed",
+                Outcome::TemporaryFailure => "delayed, then delivered",
+                Outcome::Reply => "delivered, then a reply",
+                Outcome::Stop => "delivered, then STOP",
+                Outcome::NoReceipt => "no receipt",
+            };
+            format!("07700 900{low:03}-900{high:03} {what}")
+        })
+        .collect();
+    ranges.join("; ")
+}
+
+/// Quotes a path for a POSIX shell when it holds anything but common file name characters.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+,:@".contains(c));
+    if plain { text } else { format!("'{}'", text.replace('\'', r"'\''")) }
+}
+
+/// Runs an upload cycle at start, then twice after each send: once for the receipt and once for what follows it.
+/// A burst of sends moves the second collection back but never postpones the first.
+async fn collect_after_sends(app: &App, shutdown: &CancellationToken) {
+    let mut last_sent_at = app.store.last_sent_at().await.ok().flatten();
+    let mut first: Option<Instant> = Some(Instant::now());
+    let mut follow_up: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SEND_POLL) => {}
+        }
+        let now = Instant::now();
+        match app.store.last_sent_at().await {
+            Ok(latest) if latest != last_sent_at => {
+                last_sent_at = latest;
+                first.get_or_insert(now + FIRST_COLLECTION);
+                follow_up = Some(now + FOLLOW_UP_COLLECTION);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "cannot read the time of the last send"),
+        }
+
+        let first_due = first.is_some_and(|at| at <= now);
+        let follow_up_due = follow_up.is_some_and(|at| at <= now);
+        if !first_due && !follow_up_due {
+            continue;
+        }
+        if first_due {
+            first = None;
+        }
+        if follow_up_due {
+            follow_up = None;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            report = app.trigger_upload() => {
+                if let Err(error) = report {
+                    tracing::warn!(%error, "collection after a send failed");
+                }
+            }
+        }
+    }
+}
