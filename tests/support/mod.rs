@@ -2,6 +2,8 @@
 //! admin token, runs `nhsmail-ctl`, and reads the real-server stack's settings from `servers.env`.
 #![allow(dead_code)]
 
+pub mod sandbox;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
