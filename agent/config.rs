@@ -121,6 +121,8 @@ pub struct SendingSettings {
     pub max_lifetime: Duration,
     /// Longest accepted text in GSM-7 characters; UCS-2 texts get the same number of parts.
     pub max_text_chars: u32,
+    /// Delay before the first retry after a transient SMTP failure. Each later retry doubles it, up to one hour.
+    pub retry_base: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +188,7 @@ struct RawSending {
     rate_per_minute: Option<i64>,
     max_lifetime_hours: Option<i64>,
     max_text_chars: Option<i64>,
+    retry_base_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -562,10 +565,20 @@ fn resolve_sending<E: Fn(&str) -> Option<String>>(
             "GSM-7 characters",
         )?
         .unwrap_or(918);
+    let retry_base = resolver
+        .integer(
+            "[sending] retry_base_seconds",
+            "NHSMAIL_RETRY_BASE_SECONDS",
+            raw.retry_base_seconds,
+            1..=3600,
+            "seconds",
+        )?
+        .map_or(crate::queue::DEFAULT_BACKOFF_BASE, |seconds| Duration::from_secs(seconds as u64));
     Ok(SendingSettings {
         rate_per_minute: rate as u32,
         max_lifetime: Duration::from_secs(lifetime as u64 * 3600),
         max_text_chars: max_text as u32,
+        retry_base,
     })
 }
 
@@ -605,6 +618,7 @@ mod tests {
         assert_eq!(config.sending.rate_per_minute, 30);
         assert_eq!(config.sending.max_lifetime, Duration::from_secs(72 * 3600));
         assert_eq!(config.sending.max_text_chars, 918);
+        assert_eq!(config.sending.retry_base, Duration::from_secs(30));
         assert_eq!(config.password.max_age_days, 90);
         assert!(config.password.auto_manage);
         assert_eq!(config.nhsmail.smtp.port, 587);
@@ -636,6 +650,20 @@ mod tests {
         let message = load(MINIMAL, &[("NHSMAIL_UPLOAD_INTERVAL_MINUTES", "0")]).unwrap_err().to_string();
         assert!(message.contains("[agent] upload_interval_minutes"), "{message}");
         assert!(message.contains("NHSMAIL_UPLOAD_INTERVAL_MINUTES"), "{message}");
+    }
+
+    #[test]
+    fn retry_base_is_read_from_file() {
+        let text = format!("{MINIMAL}\n[sending]\nretry_base_seconds = 2\n");
+        let config = load(&text, &[]).unwrap();
+        assert_eq!(config.sending.retry_base, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn zero_retry_base_is_rejected() {
+        let text = format!("{MINIMAL}\n[sending]\nretry_base_seconds = 0\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[sending] retry_base_seconds"), "{message}");
     }
 
     #[test]

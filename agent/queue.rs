@@ -5,8 +5,8 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-/// Delay before the first retry; each later retry doubles it.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
+/// Delay before the first retry unless `[sending] retry_base_seconds` sets another. Each later retry doubles it.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(30);
 
 /// Upper bound of [`backoff_delay`].
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60 * 60);
@@ -156,11 +156,11 @@ impl FromStr for Priority {
     }
 }
 
-/// Returns how long to wait after the `attempt`-th failed attempt (counting from 1): 30 s, 60 s, 120 s and so on,
-/// capped at one hour. Attempt 0 is treated as attempt 1.
-pub fn backoff_delay(attempt: u32) -> Duration {
+/// Returns how long to wait after the `attempt`-th failed attempt (counting from 1): `base`, twice `base`, four
+/// times `base` and so on, capped at one hour. Attempt 0 is treated as attempt 1.
+pub fn backoff_delay(base: Duration, attempt: u32) -> Duration {
     let doublings = attempt.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_MAX)
+    base.saturating_mul(1 << doublings).min(BACKOFF_MAX)
 }
 
 /// Returns when a message created at `created_at` expires: the earlier of the caller's `requested` time and
@@ -253,13 +253,22 @@ mod tests {
     fn backoff_doubles_from_thirty_seconds() {
         let cases = [(0, 30), (1, 30), (2, 60), (3, 120), (4, 240), (7, 1920), (8, 3600), (9, 3600)];
         for (attempt, seconds) in cases {
-            assert_eq!(backoff_delay(attempt), Duration::from_secs(seconds), "attempt {attempt}");
+            assert_eq!(backoff_delay(DEFAULT_BACKOFF_BASE, attempt), Duration::from_secs(seconds), "attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_configured_base() {
+        let base = Duration::from_secs(1);
+        let cases = [(1, 1), (2, 2), (3, 4), (12, 2048), (13, 3600)];
+        for (attempt, seconds) in cases {
+            assert_eq!(backoff_delay(base, attempt), Duration::from_secs(seconds), "attempt {attempt}");
         }
     }
 
     #[test]
     fn backoff_caps_at_one_hour() {
-        assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
+        assert_eq!(backoff_delay(DEFAULT_BACKOFF_BASE, u32::MAX), BACKOFF_MAX);
     }
 
     #[test]

@@ -209,7 +209,7 @@ async fn record_outcome(
         }
         Err(error) => match error.kind() {
             SmtpErrorKind::Transient => {
-                let delay = queue::backoff_delay(message.attempts);
+                let delay = queue::backoff_delay(app.config.sending.retry_base, message.attempts);
                 tracing::warn!(message_id = %id, attempt = message.attempts, delay = ?delay, %error, "SMTP attempt failed; will retry");
                 app.credentials.note_error(&error.to_string());
                 *client = None;

@@ -185,30 +185,38 @@ async fn collect_new_mail(app: &App, session: &mut ImapSession, counts: &mut Upl
         for mail in batch {
             last_uid = last_uid.max(mail.uid);
             let classified = mailbox::classify(&mail.raw, &app.config.nhsmail.sms_domain);
+            let kind = classified.kind;
             let uid = mail.uid;
-            let record = inbound_record(status.uidvalidity, mail, classified, counts);
+            let record = inbound_record(status.uidvalidity, mail, classified);
             let outcome = app
                 .store
                 .record_inbound(record, Utc::now())
                 .await
                 .map_err(|error| format!("cannot record the email with UID {uid}: {error}"))?;
-            if let InboundOutcome::Recorded { matched_message_id: Some(_), .. } = outcome {
-                counts.matched += 1;
+            // An email recorded before, as every one is again after a UIDVALIDITY change, is not new mail.
+            if let InboundOutcome::Recorded { matched_message_id, .. } = outcome {
+                count_new_mail(counts, kind, matched_message_id.is_some());
             }
         }
     }
 }
 
-fn inbound_record(
-    uidvalidity: u32,
-    mail: FetchedMail,
-    classified: mailbox::Classified,
-    counts: &mut UploadCounts,
-) -> InboundRecord {
+fn count_new_mail(counts: &mut UploadCounts, kind: InboundKind, matched: bool) {
     counts.collected += 1;
+    match kind {
+        InboundKind::FailureReport => counts.failure_reports += 1,
+        InboundKind::DeliveryReceipt => counts.receipts += 1,
+        InboundKind::Reply => counts.replies += 1,
+        InboundKind::DelayReport | InboundKind::AutoReply | InboundKind::Other => counts.other += 1,
+    }
+    if matched {
+        counts.matched += 1;
+    }
+}
+
+fn inbound_record(uidvalidity: u32, mail: FetchedMail, classified: mailbox::Classified) -> InboundRecord {
     let effect = match classified.kind {
         InboundKind::FailureReport => {
-            counts.failure_reports += 1;
             let detail = classified.report.as_ref();
             let reason =
                 [detail.and_then(|report| report.status.clone()), detail.and_then(|report| report.diagnostic.clone())]
@@ -223,12 +231,8 @@ fn inbound_record(
                 ),
             }
         }
-        InboundKind::DeliveryReceipt => {
-            counts.receipts += 1;
-            Effect::Delivered
-        }
+        InboundKind::DeliveryReceipt => Effect::Delivered,
         InboundKind::Reply => {
-            counts.replies += 1;
             let reply = classified.reply.as_ref().expect("a reply carries its details");
             Effect::Reply {
                 from_e164: reply.from.e164().to_string(),
@@ -237,10 +241,7 @@ fn inbound_record(
                 opt_out: opt_out_keyword(&reply.text),
             }
         }
-        InboundKind::DelayReport | InboundKind::AutoReply | InboundKind::Other => {
-            counts.other += 1;
-            Effect::None
-        }
+        InboundKind::DelayReport | InboundKind::AutoReply | InboundKind::Other => Effect::None,
     };
     InboundRecord {
         mailbox: INBOX.to_string(),

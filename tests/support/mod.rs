@@ -3,6 +3,8 @@
 //! real-server stack's settings from `servers.env`.
 #![allow(dead_code)]
 
+pub mod sandbox;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
