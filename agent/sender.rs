@@ -255,7 +255,7 @@ async fn record_outcome(
 /// Puts a claimed message back with the same backoff as a failed SMTP connection.
 async fn retry_later(app: &App, message: &MessageRecord, reason: &str) {
     let now = Utc::now();
-    let delay = queue::backoff_delay(message.attempts);
+    let delay = queue::backoff_delay(app.config.sending.retry_base, message.attempts);
     tracing::warn!(message_id = %message.id, attempt = message.attempts, delay = ?delay, reason, "cannot sign in; will retry");
     let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
     if let Err(error) = app.store.mark_retry(&message.id, next, now, reason).await {
