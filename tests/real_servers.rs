@@ -344,3 +344,66 @@ async fn unclassified_mail_waits_for_review() {
         again["emails"].as_array().unwrap().iter().any(|email| email["id"].as_u64() == found["id"].as_u64());
     assert!(!still_listed, "a reviewed email leaves the list");
 }
+
+/// Makes Dovecot assign the practice INBOX a new UIDVALIDITY by removing its UID list and indexes.
+fn reset_practice_uidvalidity(servers: &RealServers) {
+    let state_dir = std::path::Path::new(servers.var("NHSMAIL_TEST_STATE_DIR"));
+    let maildir = state_dir.join("mail/example.org/practice.sms/Maildir");
+    for entry in std::fs::read_dir(&maildir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name == "dovecot-uidlist" || name.starts_with("dovecot.index") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_username_keeps_password_rejected() {
+    let Some(servers) = RealServers::from_env("same_username_keeps_password_rejected") else { return };
+    let _lock = REAL_SERVER_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &servers.agent_config(""));
+    let mut clients = agent.clients().await;
+    let failures_before = servers.failed_sign_ins(servers.username());
+
+    set_password(&mut clients, "Invented-Wrong-Password-7", true).await;
+    clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.unwrap();
+    for _ in 0..3 {
+        let update =
+            proto::UpdateConnectivityRequest { username: Some(servers.username().into()), ..Default::default() };
+        clients.connectivity.update_connectivity(update).await.unwrap();
+        clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.unwrap();
+    }
+
+    assert_eq!(servers.failed_sign_ins(servers.username()) - failures_before, 1, "one failed sign-in per password");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_uidvalidity_keeps_one_reply() {
+    let Some(servers) = RealServers::from_env("new_uidvalidity_keeps_one_reply") else { return };
+    let _lock = REAL_SERVER_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &servers.agent_config(""));
+    let mut clients = agent.clients().await;
+    set_password(&mut clients, servers.password(), false).await;
+
+    let tag = unique_tag();
+    let reply = format!(
+        "From: 07700900414@sms.nhs.net\r\nTo: {to}\r\nSubject: Re: SMS\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nYes {tag}\r\n",
+        to = servers.username(),
+    );
+    servers.append_to_practice_inbox(&reply);
+    clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.unwrap();
+
+    reset_practice_uidvalidity(&servers);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.unwrap().into_inner();
+
+    let request = proto::ListRepliesRequest { from: "07700900414".into(), page_size: 1000, ..Default::default() };
+    let replies = clients.messages.list_replies(request).await.unwrap().into_inner().replies;
+    let copies = replies.iter().filter(|reply| reply.text.contains(&tag)).count();
+    assert_eq!(copies, 1, "the reply without a Message-ID is recorded once");
+    assert_eq!(report.mail_collected, 0, "mail read again is not counted as collected: {report:?}");
+}

@@ -143,13 +143,20 @@ impl CredentialManager {
         max_age_days: u32,
         oauth: Option<OAuthClient>,
     ) -> Result<Arc<CredentialManager>, CredentialError> {
-        let record = store.load_credential().await?;
-        let password = match &record {
-            Some(record) => Some(vault.open(&Sealed {
-                nonce: record.password.nonce.clone(),
-                ciphertext: record.password.ciphertext.clone(),
-            })?),
-            None => None,
+        let mut record = store.load_credential().await?;
+        let sealed = record.as_ref().map(|record| Sealed {
+            nonce: record.password.nonce.clone(),
+            ciphertext: record.password.ciphertext.clone(),
+        });
+        let password = match sealed.map(|sealed| vault.open(&sealed)).transpose() {
+            Ok(password) => password,
+            Err(error @ VaultError::Decrypt { .. }) => {
+                // Starting without the password keeps the API up, so a person can set it again; the queue waits.
+                tracing::error!(%error, "starting without a usable password; texts wait until one is set");
+                record = None;
+                None
+            }
+            Err(error) => return Err(error.into()),
         };
         let username = store.get_setting("username").await?.or(username);
         let inner = Inner {
@@ -329,7 +336,11 @@ impl CredentialManager {
     }
 
     /// Changes the mailbox username. A password rejected for the old account may be valid for the new one.
+    /// Setting the username already in use changes nothing, so it cannot clear a rejection.
     pub async fn set_username(&self, username: String) -> Result<(), CredentialError> {
+        if self.lock_inner().username.as_deref() == Some(username.as_str()) {
+            return Ok(());
+        }
         self.store.set_setting("username", &username, Utc::now()).await?;
         let status = {
             let mut inner = self.lock_inner();

@@ -131,7 +131,9 @@ impl SmtpError {
                 }
             }
             Self::StartTlsUnavailable { .. } | Self::BeforeData(_) => SmtpErrorKind::Transient,
-            Self::AuthUnavailable { .. } | Self::CredentialsRejected { .. } => SmtpErrorKind::Auth,
+            // A server that offers no usable AUTH mechanism has not judged the password, so it is not rejected.
+            Self::AuthUnavailable { .. } => SmtpErrorKind::Config,
+            Self::CredentialsRejected { .. } => SmtpErrorKind::Auth,
         }
     }
 
@@ -171,16 +173,17 @@ impl SmtpError {
 
 /// Classifies a negative reply (4xx or 5xx) to `phase`.
 ///
-/// At AUTH, 454 (temporary authentication failure) and every 5xx (530 authentication required,
-/// 534 mechanism too weak, 535 credentials invalid) are [`SmtpErrorKind::Auth`], so a password is
-/// never retried in a loop that could lock the account. A 530 at MAIL or RCPT means the server
+/// At AUTH, every 5xx (530 authentication required, 534 mechanism too weak, 535 credentials
+/// invalid) is [`SmtpErrorKind::Auth`], so a password is never retried in a loop that could lock
+/// the account. A 454 at AUTH is RFC 4954's temporary authentication failure: the server could not
+/// check the password (its authentication backend is down), so it is transient. A 530 at MAIL or RCPT means the server
 /// does not consider the session authenticated, which is also `Auth` rather than a fault of the
 /// message. A refusal during connect or STARTTLS concerns the server, not this message, so it is
 /// transient.
 pub fn classify_reply(phase: Phase, code: u16) -> SmtpErrorKind {
     let permanent = (500..600).contains(&code);
     match phase {
-        Phase::Auth if code == 454 || permanent => SmtpErrorKind::Auth,
+        Phase::Auth if permanent => SmtpErrorKind::Auth,
         Phase::Mail | Phase::Rcpt if code == 530 => SmtpErrorKind::Auth,
         Phase::Mail | Phase::Rcpt | Phase::Data | Phase::Message if permanent => SmtpErrorKind::Permanent,
         _ => SmtpErrorKind::Transient,
@@ -210,7 +213,7 @@ mod tests {
             (P::Auth, 535, K::Auth),
             (P::Auth, 534, K::Auth),
             (P::Auth, 530, K::Auth),
-            (P::Auth, 454, K::Auth),
+            (P::Auth, 454, K::Transient),
             (P::Auth, 504, K::Auth),
             (P::Auth, 421, K::Transient),
             (P::Mail, 451, K::Transient),

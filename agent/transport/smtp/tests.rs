@@ -460,17 +460,17 @@ async fn auth_not_offered_is_auth() {
     let error = client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
 
     assert!(matches!(error, SmtpError::AuthUnavailable { .. }), "{error}");
-    assert_eq!(error.kind(), SmtpErrorKind::Auth);
+    assert_eq!(error.kind(), SmtpErrorKind::Config, "no AUTH offered says nothing about the password");
 }
 
 #[tokio::test]
-async fn temporary_auth_failure_is_auth() {
+async fn temporary_auth_failure_is_transient() {
     let peer =
         start_peer(Script { auth_reply: "454 4.7.0 Temporary authentication failure", ..Script::default() }).await;
 
     let error = client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
 
-    assert_eq!(error.kind(), SmtpErrorKind::Auth, "{error}");
+    assert_eq!(error.kind(), SmtpErrorKind::Transient, "{error}");
 }
 
 #[tokio::test]
@@ -747,14 +747,14 @@ async fn rejected_token_error_hides_token() {
 }
 
 #[tokio::test]
-async fn xoauth2_not_offered_is_auth() {
+async fn xoauth2_not_offered_is_config() {
     let peer = start_peer(Script::default()).await;
 
     let error = token_client(&peer).send(&email(), Hook::default().call()).await.unwrap_err();
 
     assert!(matches!(error, SmtpError::AuthUnavailable { .. }), "{error}");
     assert!(error.to_string().contains("XOAUTH2"), "{error}");
-    assert_eq!(error.kind(), SmtpErrorKind::Auth);
+    assert_eq!(error.kind(), SmtpErrorKind::Config, "a server without XOAUTH2 has not rejected the token");
 }
 
 #[test]
