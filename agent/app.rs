@@ -56,13 +56,17 @@ impl From<StoreError> for AppError {
     fn from(error: StoreError) -> AppError {
         match error {
             StoreError::DiskFull { .. } => AppError::DiskFull,
-            StoreError::NotFound { what, id } => AppError::NotFound { what, id },
+            StoreError::NotFound { what, id } => AppError::NotFound { what, id: shorten(&id) },
             error @ (StoreError::Conflict(_) | StoreError::InvalidTransition { .. }) => {
                 AppError::FailedPrecondition(error.to_string())
             }
-            error @ StoreError::InvalidPageToken(_) => {
-                AppError::InvalidArgument { field: "page_token".into(), message: error.to_string() }
-            }
+            StoreError::InvalidPageToken(token) => AppError::InvalidArgument {
+                field: "page_token".into(),
+                message: format!(
+                    "{:?} is not a token from a previous page; omit it to start at the first page",
+                    shorten(&token)
+                ),
+            },
             other => AppError::Internal(other.to_string()),
         }
     }
@@ -282,7 +286,7 @@ impl App {
     }
 
     pub async fn get_message(&self, id: &str) -> Result<(MessageRecord, Vec<EventRecord>), AppError> {
-        self.store.get_message(id).await?.ok_or_else(|| AppError::NotFound { what: "message", id: id.to_string() })
+        self.store.get_message(id).await?.ok_or_else(|| AppError::NotFound { what: "message", id: shorten(id) })
     }
 
     /// Returns one page of messages, newest first, and the token of the next page if there is one.
@@ -642,6 +646,19 @@ impl App {
         }
         warnings
     }
+}
+
+/// Maximum characters of a caller's value repeated in an error, so a huge value cannot overflow the gRPC trailer.
+const MAX_ECHO_CHARS: usize = 64;
+
+/// Returns `value` cut to [`MAX_ECHO_CHARS`] characters, with "…" when cut.
+fn shorten(value: &str) -> String {
+    if value.chars().count() <= MAX_ECHO_CHARS {
+        return value.to_string();
+    }
+    let mut short: String = value.chars().take(MAX_ECHO_CHARS - 1).collect();
+    short.push('…');
+    short
 }
 
 fn inbound_id(id: u64) -> Result<i64, AppError> {

@@ -471,3 +471,101 @@ async fn watch_resumes_after_event_id() {
     let next = next_event(&mut stream).await;
     assert_eq!(state_change(&next).to_status(), MessageStatus::Cancelled, "the first event is not sent again");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_retries_queue_one_message() {
+    let (_dir, agent) = start();
+    let clients = agent.clients().await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let mut messages = clients.messages.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut request = submit("07700900410", "Your flu jab is due");
+            request.idempotency_key = "race-key".into();
+            messages.submit_message(request).await.unwrap().into_inner()
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap().message.unwrap().id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every retry returns the first message: {ids:?}");
+}
+
+#[tokio::test]
+async fn seven_part_gsm_text_is_rejected() {
+    let (_dir, agent) = start();
+    let mut messages = agent.clients().await.messages;
+    // 918 septets, but a € (two septets) is never split across parts, so this text needs seven parts.
+    let text = format!("{}{}", format!("{}€", "a".repeat(152)).repeat(5), "a".repeat(148));
+
+    let status = messages.submit_message(submit("07700900411", &text)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("7 SMS parts"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn seven_part_emoji_text_is_rejected() {
+    let (_dir, agent) = start();
+    let mut messages = agent.clients().await.messages;
+    // 402 UTF-16 units is the UCS-2 maximum, but no surrogate pair is split, so 201 emoji need seven parts.
+    let status = messages.submit_message(submit("07700900412", &"😀".repeat(201))).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn invisible_only_text_is_rejected() {
+    let (_dir, agent) = start();
+    let mut messages = agent.clients().await.messages;
+    let status = messages.submit_message(submit("07700900413", "\u{200B}\u{FEFF}")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn huge_unknown_id_is_not_found() {
+    let (_dir, agent) = start();
+    let mut messages = agent.clients().await.messages;
+    let status = messages.cancel_message(proto::CancelMessageRequest { id: "a".repeat(100_000) }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+    assert!(status.message().len() < 200, "the id is shortened in the message");
+}
+
+#[tokio::test]
+async fn page_token_error_names_field_once() {
+    let (_dir, agent) = start();
+    let mut messages = agent.clients().await.messages;
+    let request = proto::ListMessagesRequest { page_token: "abc".into(), ..Default::default() };
+    let status = messages.list_messages(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let mentions = status.message().matches("page token").count() + status.message().matches("page_token").count();
+    assert_eq!(mentions, 1, "{}", status.message());
+}
+
+#[test]
+fn mismatched_key_file_starts_without_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config();
+    let mut agent = AgentProcess::start(dir.path(), &config);
+    let password = "Invented-Pass-One-2026";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nhsmail-ctl"))
+        .args(["--agent", &agent.url(), "--token-file"])
+        .arg(dir.path().join("admin.token"))
+        .args(["password", "set", "--password-stdin", "--skip-verification"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(child.wait().unwrap().success());
+    agent.stop();
+
+    // A key restored from the wrong backup no longer opens the stored password.
+    std::fs::write(dir.path().join("credential.key"), [7u8; 32]).unwrap();
+    let agent = AgentProcess::start(dir.path(), &config);
+    let status = agent.ctl(&["--output", "json", "connectivity", "show"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let connectivity: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(connectivity["password_state"], "unset");
+    assert!(agent.log().contains("starting without a usable password"));
+}

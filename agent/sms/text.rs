@@ -47,7 +47,7 @@ pub struct TextInfo {
 /// Reason a text cannot be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {
-    #[error("text is empty or only whitespace")]
+    #[error("text is empty or contains only whitespace or invisible characters")]
     Empty,
     #[error(
         "text contains control character U+{:04X} at character {position}; \
@@ -70,6 +70,11 @@ pub enum TextError {
         /// The first character that GSM-7 lacks, which made the text UCS-2.
         first_non_gsm: Option<char>,
     },
+    #[error(
+        "text needs {parts} SMS parts, because a character that counts double is never split across two parts; \
+         the maximum is {max_parts}. Shorten the text"
+    )]
+    TooManyParts { parts: u32, max_parts: u32 },
 }
 
 fn ucs2_cause(first_non_gsm: Option<char>) -> String {
@@ -169,11 +174,12 @@ pub fn max_length(encoding: Encoding, max_gsm7_chars: u32) -> u32 {
 ///
 /// # Errors
 ///
-/// [`TextError::Empty`] for an empty or whitespace-only text, [`TextError::ControlCharacter`]
-/// for a control character other than LF and CR (tab and form feed included), and
-/// [`TextError::TooLong`] when the length is over [`max_length`] for the text's encoding.
+/// [`TextError::Empty`] for a text with nothing visible, [`TextError::ControlCharacter`]
+/// for a control character other than LF and CR (tab and form feed included),
+/// [`TextError::TooLong`] when the length is over [`max_length`] for the text's encoding, and
+/// [`TextError::TooManyParts`] when it needs more parts than the maximum length allows.
 pub fn validate_text(text: &str, max_gsm7_chars: u32) -> Result<TextInfo, TextError> {
-    if text.trim().is_empty() {
+    if text.chars().all(|character| character.is_whitespace() || is_invisible(character)) {
         return Err(TextError::Empty);
     }
 
@@ -195,7 +201,20 @@ pub fn validate_text(text: &str, max_gsm7_chars: u32) -> Result<TextInfo, TextEr
             first_non_gsm: text.chars().find(|&character| gsm7_septets(character).is_none()),
         });
     }
+
+    // The length limit allows a number of parts, but a double-counted character or a surrogate pair at a part
+    // boundary moves to the next part, so a text within the length can still need one part more.
+    let max_parts = if max_gsm7_chars <= GSM7_SINGLE_PART { 1 } else { max_gsm7_chars.div_ceil(GSM7_PER_PART) };
+    if info.parts > max_parts {
+        return Err(TextError::TooManyParts { parts: info.parts, max_parts });
+    }
     Ok(info)
+}
+
+/// Returns whether a character shows nothing on a handset: zero-width and direction marks, the byte order mark and
+/// the soft hyphen.
+fn is_invisible(character: char) -> bool {
+    matches!(character, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
 }
 
 #[cfg(test)]

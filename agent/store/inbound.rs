@@ -262,8 +262,17 @@ fn is_seen(connection: &Connection, record: &InboundRecord, email_message_id: Op
         Some(message_id) => {
             connection.prepare_cached("SELECT 1 FROM inbound_mail WHERE email_message_id = ?1")?.exists([message_id])
         }
-        None => Ok(false),
+        // Without a Message-ID, byte-identical mail recorded under an earlier UIDVALIDITY is the same email read
+        // again. Under the same UIDVALIDITY the UID decides, so two identical emails there are both kept.
+        None => connection
+            .prepare_cached("SELECT 1 FROM inbound_mail WHERE raw_sha256 = ?1 AND mailbox = ?2 AND uidvalidity <> ?3")?
+            .exists(params![raw_sha256(&record.raw), record.mailbox, record.uidvalidity]),
     }
+}
+
+fn raw_sha256(raw: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(raw).to_vec()
 }
 
 /// Returns the id of the message `record` refers to: the first candidate Message-ID that a message was sent
@@ -311,8 +320,8 @@ fn insert_inbound(
     connection
         .prepare_cached(
             "INSERT INTO inbound_mail (mailbox, uidvalidity, uid, email_message_id, kind, from_address, subject, \
-             received_at, recorded_at, matched_message_id, reason, raw) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             received_at, recorded_at, matched_message_id, reason, raw, raw_sha256) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             record.mailbox,
@@ -327,6 +336,7 @@ fn insert_inbound(
             matched_message_id,
             record.reason,
             record.raw,
+            raw_sha256(&record.raw),
         ])?;
     Ok(connection.last_insert_rowid())
 }

@@ -17,7 +17,7 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// Schema steps: step `i` takes `user_version` from `i` to `i + 1`. Append new steps; never edit a released one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
 
 /// The schema version this code writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -68,6 +68,13 @@ END;
 CREATE TRIGGER replies_feed AFTER INSERT ON replies BEGIN
     INSERT INTO event_feed (at, kind, source_seq) VALUES (NEW.received_at, 'reply', NEW.seq);
 END;
+";
+
+/// A SHA-256 of each inbound email's bytes: the guard against reading an email twice after UIDVALIDITY changes
+/// when it has no Message-ID. Rows recorded before this column existed keep it NULL and are not guarded by it.
+const MIGRATION_5: &str = "
+ALTER TABLE inbound_mail ADD COLUMN raw_sha256 BLOB;
+CREATE INDEX inbound_mail_raw_sha256 ON inbound_mail (raw_sha256) WHERE raw_sha256 IS NOT NULL;
 ";
 
 /// Times are integer Unix milliseconds, UTC. `priority_rank` and `due_at` are generated so that the claim index can

@@ -264,3 +264,15 @@ async fn replies_filter_and_page() {
     let (recent, _) = fixture.store.list_replies(recent, 0, None).await.unwrap();
     assert_eq!(recent.len(), 2);
 }
+
+#[tokio::test]
+async fn reread_email_without_message_id_is_seen() {
+    let fixture = open_store();
+    fixture.store.record_inbound(email(7, 1, ""), t0()).await.unwrap();
+    fixture.store.reset_imap_state(INBOX, 8).await.unwrap();
+
+    let again = fixture.store.record_inbound(email(8, 1, ""), t0()).await.unwrap();
+
+    assert_eq!(again, InboundOutcome::AlreadySeen);
+    assert_eq!(query_count(&fixture.store, "SELECT count(*) FROM inbound_mail"), 1);
+}
