@@ -13,9 +13,10 @@ use anyhow::Context;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use nhsmail_agent::app::App;
+use nhsmail_agent::app::{App, SubmitRequest};
 use nhsmail_agent::config::{Config, ConfigError, Overrides};
 use nhsmail_agent::paths;
+use nhsmail_agent::store::FeedEvent;
 use nhsmail_sandbox::gateway::{Outcome, RANGES};
 use nhsmail_sandbox::{Sandbox, SandboxInfo, SandboxOptions};
 
@@ -84,14 +85,76 @@ pub async fn serve(
     data_dir: PathBuf,
     shutdown: CancellationToken,
 ) {
-    store_password(&app, &info).await;
+    let first_start = store_password(&app, &info).await;
     print_instructions(&info, listening, &data_dir);
+    let printer = tokio::spawn(print_events(app.clone(), shutdown.clone()));
+    if first_start {
+        submit_examples(&app).await;
+    }
     collect_after_sends(&app, &shutdown).await;
+    let _ = printer.await;
 }
 
-async fn store_password(app: &App, info: &SandboxInfo) {
+/// Example texts queued on the first start, one per outcome the sandbox simulates, so the flow shows at once.
+/// Their idempotency keys make a restart return the same texts instead of sending them again.
+const EXAMPLES: [(&str, &str, &str); 3] = [
+    ("07700900123", "Your appointment is on Monday at 09:30.", "delivered"),
+    ("07700900901", "Please call the surgery about your results.", "failed: number not recognised"),
+    ("07700900941", "Flu clinic on Saturday. Can you come?", "delivered, then a reply"),
+];
+
+async fn submit_examples(app: &App) {
+    let requests = EXAMPLES
+        .iter()
+        .enumerate()
+        .map(|(index, (to, text, _))| SubmitRequest {
+            to: (*to).to_string(),
+            text: (*text).to_string(),
+            idempotency_key: format!("sandbox-example-{}", index + 1),
+            client_reference: "sandbox example".into(),
+            ..Default::default()
+        })
+        .collect();
+    match app.submit("sandbox", requests, "messages").await {
+        Ok(_) => {
+            let outcomes: Vec<String> = EXAMPLES.iter().map(|(to, _, outcome)| format!("{to} ({outcome})")).collect();
+            println!("queued three example texts: {}", outcomes.join(", "));
+        }
+        Err(error) => tracing::error!(%error, "cannot queue the example texts"),
+    }
+}
+
+/// Prints one line per state change and per reply on standard output, so the flow is visible without a client.
+async fn print_events(app: Arc<App>, shutdown: CancellationToken) {
+    let mut events = match app.watch_events(None).await {
+        Ok(events) => events,
+        Err(error) => {
+            tracing::error!(%error, "cannot follow the event feed");
+            return;
+        }
+    };
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Some(Ok(FeedEvent::MessageChanged { message_id, to_e164, from_status, to_status, reason, .. })) => {
+                let from = from_status.map_or("new", |status| status.as_str());
+                println!("text {message_id} to {to_e164}: {from} -> {} ({reason})", to_status.as_str());
+            }
+            Some(Ok(FeedEvent::ReplyReceived { reply, .. })) => {
+                println!("reply from {}: {:?}", reply.from_e164, reply.text);
+            }
+            Some(Err(_)) | None => return,
+        }
+    }
+}
+
+/// Stores the sandbox's password if none is stored. Returns whether this was the first start.
+async fn store_password(app: &App, info: &SandboxInfo) -> bool {
     if app.credentials.status(chrono::Utc::now()).password_set {
-        return;
+        return false;
     }
     let password = info.password.clone();
     match app.update_password(password.clone(), password, false).await {
@@ -100,6 +163,7 @@ async fn store_password(app: &App, info: &SandboxInfo) {
             tracing::error!(%error, "cannot store the sandbox's password; set it with `nhsmail-ctl password set`")
         }
     }
+    true
 }
 
 fn print_instructions(info: &SandboxInfo, listening: SocketAddr, data_dir: &Path) {

@@ -455,3 +455,26 @@ async fn sandbox_mode_delivers_printed_command() {
         clients.connectivity.get_connectivity(proto::GetConnectivityRequest {}).await.unwrap().into_inner();
     assert_eq!(connectivity.password_state(), PasswordState::Ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sandbox_mode_shows_examples_flowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("demo");
+    let mut agent = AgentProcess::start_sandbox_mode(&data_dir);
+
+    let reply = printed_line(&agent, "reply from +447700900941: ").await;
+    assert_eq!(reply, "\"Yes, thank you\"");
+    let lines = agent.stdout_lines();
+    let failed = lines.iter().any(|line| line.contains("to +447700900901: sent -> failed"));
+    assert!(failed, "the failure example is printed: {lines:#?}");
+    let delivered = lines.iter().any(|line| line.contains("to +447700900123: sent -> delivered"));
+    assert!(delivered, "the receipt example is printed: {lines:#?}");
+
+    // The examples are queued on the first start only.
+    agent.kill();
+    let agent = AgentProcess::start_sandbox_mode(&data_dir);
+    printed_line(&agent, "send a text: ").await;
+    let mut clients = agent.clients().await;
+    let listed = clients.messages.list_messages(proto::ListMessagesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.messages.len(), 3);
+}
