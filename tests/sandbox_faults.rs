@@ -52,6 +52,21 @@ async fn rcpt_4xx_retries_then_sends_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn drop_at_data_retries_and_sends_once() {
+    let harness = SandboxAgent::start().await;
+    harness.control.arm_fault(json!({ "kind": "smtp_drop_at_data" })).await;
+
+    // The connection closes in place of the 354 reply, before any message data is written, so the agent knows the
+    // text was not accepted and sends it again after the backoff.
+    let id = harness.submit("07700900127", "Your prescription is ready.").await;
+    let sent = harness.wait_for_status(&id, MessageStatus::Sent).await;
+
+    assert_eq!(harness.control.faults_fired("smtp_drop_at_data").await, 1, "the connection was dropped");
+    assert_eq!(sent.attempts, 2, "one retry");
+    assert_eq!(harness.control.texts_to("07700900127").await.len(), 1, "the gateway has exactly one copy");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn drop_before_dot_ends_uncertain() {
     let harness = SandboxAgent::start().await;
     harness.control.arm_fault(json!({ "kind": "smtp_drop_before_dot" })).await;

@@ -14,6 +14,9 @@ pub enum FaultKind {
     /// A 554 reply instead of the normal one at the chosen SMTP stage.
     #[serde(rename = "smtp_5xx")]
     Smtp5xx,
+    /// The connection is closed in place of the 354 reply to DATA, before any message data is read.
+    #[serde(rename = "smtp_drop_at_data")]
+    SmtpDropAtData,
     /// The connection is closed while the message data arrives, before the final ".".
     #[serde(rename = "smtp_drop_before_dot")]
     SmtpDropBeforeDot,
@@ -33,6 +36,7 @@ impl FaultKind {
         match self {
             FaultKind::Smtp4xx => "smtp_4xx",
             FaultKind::Smtp5xx => "smtp_5xx",
+            FaultKind::SmtpDropAtData => "smtp_drop_at_data",
             FaultKind::SmtpDropBeforeDot => "smtp_drop_before_dot",
             FaultKind::SmtpDropAfterDot => "smtp_drop_after_dot",
             FaultKind::ImapDropMidFetch => "imap_drop_mid_fetch",

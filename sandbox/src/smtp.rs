@@ -383,6 +383,9 @@ impl Session {
         if envelope.recipients.is_empty() {
             return self.reply("554 5.5.1 No valid recipients").await;
         }
+        if self.shared.faults.take(FaultKind::SmtpDropAtData, None).is_some() {
+            return Err(self.drop_connection(FaultKind::SmtpDropAtData).await);
+        }
         let drop_before_dot = self.shared.faults.take(FaultKind::SmtpDropBeforeDot, None).is_some();
         self.reply("354 Start mail input; end with <CRLF>.<CRLF>").await?;
 

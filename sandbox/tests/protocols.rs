@@ -87,6 +87,7 @@ python_cases! {
     control_uidvalidity_change,
     fault_smtp_4xx_at_rcpt,
     fault_smtp_5xx_at_mail,
+    fault_smtp_drop_at_data,
     fault_smtp_drop_before_dot,
     fault_smtp_drop_after_dot,
     fault_imap_drop_mid_fetch,

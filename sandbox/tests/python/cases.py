@@ -757,6 +757,21 @@ def fault_smtp_drop_before_dot():
 
 
 @case
+def fault_smtp_drop_at_data():
+    control("POST", "/faults", {"kind": "smtp_drop_at_data", "count": 1})
+    client = smtp_signed_in()
+    client.mail(USERNAME)
+    client.rcpt("07700900153@sms.nhs.net")
+    try:
+        code, _ = client.docmd("DATA")
+    except (smtplib.SMTPServerDisconnected, ConnectionError):
+        code = None
+    assert code is None, f"DATA answered {code} with a drop fault armed"
+    _, sent = control("GET", "/sent")
+    assert sent["texts"] == [], f"texts after a drop at DATA: {sent['texts']}"
+
+
+@case
 def fault_smtp_drop_after_dot():
     control("POST", "/faults", {"kind": "smtp_drop_after_dot", "count": 1})
     client = smtp_signed_in()
