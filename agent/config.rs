@@ -16,6 +16,9 @@ use crate::oauth::{DEFAULT_SCOPE, OAuthSettings};
 use crate::sms::AddressForm;
 use crate::transport::{Endpoint, Security};
 
+/// Default of `[mailbox] processed_folder`.
+pub const DEFAULT_PROCESSED_FOLDER: &str = "Processed";
+
 /// Default gRPC listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
@@ -84,6 +87,7 @@ pub struct Config {
     pub nhsmail: NhsmailSettings,
     pub sending: SendingSettings,
     pub password: PasswordSettings,
+    pub mailbox: MailboxSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +135,17 @@ pub struct PasswordSettings {
     pub auto_manage: bool,
 }
 
+/// Settings for inbound mail once it is recorded: the processed folder, retention and IDLE.
+#[derive(Debug, Clone)]
+pub struct MailboxSettings {
+    /// The folder processed receipts and reports are moved to; created when missing.
+    pub processed_folder: String,
+    /// Emails in the processed folder older than this many days are deleted, 1 to 3650.
+    pub retention_days: u32,
+    /// Whether to watch INBOX with IMAP IDLE when the server offers it, so new mail is collected at once.
+    pub idle: bool,
+}
+
 /// Values given on the command line; each one overrides the file and the environment.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -150,6 +165,8 @@ struct RawConfig {
     sending: RawSending,
     #[serde(default)]
     password: RawPassword,
+    #[serde(default)]
+    mailbox: RawMailbox,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +215,14 @@ struct RawPassword {
     auto_manage: Option<bool>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailbox {
+    processed_folder: Option<String>,
+    retention_days: Option<i64>,
+    idle: Option<bool>,
+}
+
 /// One setting's raw value and where it came from, for error messages.
 struct Source<T> {
     value: T,
@@ -223,7 +248,8 @@ impl Config {
         let nhsmail = resolve_nhsmail(&resolver, raw.nhsmail)?;
         let sending = resolve_sending(&resolver, raw.sending)?;
         let password = resolve_password(&resolver, raw.password)?;
-        Ok(Config { source: overrides.config_file.clone(), agent, nhsmail, sending, password })
+        let mailbox = resolve_mailbox(&resolver, raw.mailbox)?;
+        Ok(Config { source: overrides.config_file.clone(), agent, nhsmail, sending, password, mailbox })
     }
 }
 
@@ -594,6 +620,25 @@ fn resolve_password<E: Fn(&str) -> Option<String>>(
     Ok(PasswordSettings { max_age_days, auto_manage })
 }
 
+fn resolve_mailbox<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    raw: RawMailbox,
+) -> Result<MailboxSettings, ConfigError> {
+    let key = "[mailbox] processed_folder";
+    let processed_folder = match resolver.pick("NHSMAIL_PROCESSED_FOLDER", raw.processed_folder) {
+        None => DEFAULT_PROCESSED_FOLDER.to_owned(),
+        Some(source) if source.value.trim().eq_ignore_ascii_case("INBOX") => {
+            return Err(invalid(key, source, "expected a folder other than INBOX".into()));
+        }
+        Some(source) => plain_text(key, source, "expected an IMAP folder name such as \"Processed\"")?,
+    };
+    let retention_days = resolver
+        .integer("[mailbox] retention_days", "NHSMAIL_RETENTION_DAYS", raw.retention_days, 1..=3650, "days")?
+        .unwrap_or(30) as u32;
+    let idle = resolver.boolean("[mailbox] idle", "NHSMAIL_IDLE", raw.idle)?.unwrap_or(true);
+    Ok(MailboxSettings { processed_folder, retention_days, idle })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,6 +673,36 @@ mod tests {
         assert_eq!(config.nhsmail.sms_domain, "sms.nhs.net");
         assert_eq!(config.nhsmail.address_form, AddressForm::National);
         assert_eq!(config.nhsmail.text_in, TextIn::Body);
+    }
+
+    #[test]
+    fn mailbox_defaults_keep_thirty_days() {
+        let config = load(MINIMAL, &[]).unwrap();
+        assert_eq!(config.mailbox.processed_folder, "Processed");
+        assert_eq!(config.mailbox.retention_days, 30);
+        assert!(config.mailbox.idle);
+    }
+
+    #[test]
+    fn mailbox_section_is_read() {
+        let text = format!("{MINIMAL}\n[mailbox]\nprocessed_folder = \"Receipts\"\nretention_days = 7\nidle = false\n");
+        let config = load(&text, &[]).unwrap();
+        assert_eq!(config.mailbox.processed_folder, "Receipts");
+        assert_eq!(config.mailbox.retention_days, 7);
+        assert!(!config.mailbox.idle);
+    }
+
+    #[test]
+    fn retention_days_out_of_range_rejected() {
+        let text = format!("{MINIMAL}\n[mailbox]\nretention_days = 0\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[mailbox] retention_days"), "{message}");
+    }
+
+    #[test]
+    fn inbox_as_processed_folder_rejected() {
+        let message = load(MINIMAL, &[("NHSMAIL_PROCESSED_FOLDER", "inbox")]).unwrap_err().to_string();
+        assert!(message.contains("[mailbox] processed_folder"), "{message}");
     }
 
     #[test]

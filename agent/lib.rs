@@ -13,7 +13,9 @@
 //! - [`secret`]: a string type whose `Debug` and `Display` never show the value.
 //! - [`app`]: the operations the API calls, over the modules above.
 //! - [`sender`]: the task that hands due messages to SMTP.
-//! - [`upload`]: the periodic upload cycle that collects replies and reports over IMAP.
+//! - [`upload`]: the periodic upload cycle that collects replies and reports over IMAP, and moves and deletes
+//!   processed mail.
+//! - [`watcher`]: the task that keeps INBOX in IMAP IDLE and starts an upload cycle when new mail arrives.
 //! - [`auth`]: the admin bearer token.
 //! - [`api`]: the gRPC services; thin wrappers over [`app`].
 //! - [`paths`]: default file locations shared with nhsmail-ctl.
@@ -33,6 +35,7 @@ pub mod sms;
 pub mod store;
 pub mod transport;
 pub mod upload;
+pub mod watcher;
 
 pub mod proto {
     //! Code generated from `proto/nhsmail/agent/v1`.

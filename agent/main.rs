@@ -1,6 +1,6 @@
 //! nhsmail-agent: the per-practice daemon. Loads the settings, opens the data directory, then runs the gRPC
-//! server, the sender and the upload cycle until SIGINT or SIGTERM. With `--sandbox` it first starts a built-in
-//! NHSmail sandbox and runs against that ([`sandbox_mode`]).
+//! server, the sender, the upload cycle and the mailbox watcher until SIGINT or SIGTERM. With `--sandbox` it
+//! first starts a built-in NHSmail sandbox and runs against that ([`sandbox_mode`]).
 
 mod sandbox_mode;
 
@@ -20,7 +20,7 @@ use nhsmail_agent::credentials::{CredentialManager, Vault};
 use nhsmail_agent::oauth::OAuthClient;
 use nhsmail_agent::store::Store;
 use nhsmail_agent::transport::TlsSettings;
-use nhsmail_agent::{api, paths, sender, upload};
+use nhsmail_agent::{api, paths, sender, upload, watcher};
 use nhsmail_sandbox::Sandbox;
 
 /// Exit code for settings that are missing or invalid.
@@ -157,6 +157,7 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let sender = tokio::spawn(sender::run(app.clone(), shutdown.clone()));
     let cycle = tokio::spawn(upload::run(app.clone(), triggers, shutdown.clone()));
+    let watcher = tokio::spawn(watcher::run(app.clone(), shutdown.clone()));
     let companion = sandbox.as_ref().map(|sandbox| {
         let info = sandbox.info().clone();
         tokio::spawn(sandbox_mode::serve(app.clone(), info, bound, data_dir.clone(), shutdown.clone()))
@@ -166,9 +167,10 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutdown begun");
     shutdown.cancel();
-    let (sender, cycle) = tokio::join!(sender, cycle);
+    let (sender, cycle, watcher) = tokio::join!(sender, cycle, watcher);
     sender.context("sender task panicked")?;
     cycle.context("upload task panicked")?;
+    watcher.context("mailbox watcher task panicked")?;
     if let Some(companion) = companion {
         companion.await.context("sandbox companion task panicked")?;
     }
@@ -261,6 +263,12 @@ fn log_settings(config: &Config) {
         password_max_age_days = config.password.max_age_days,
         auto_manage = config.password.auto_manage,
         "sending and password settings"
+    );
+    tracing::info!(
+        processed_folder = %config.mailbox.processed_folder,
+        retention_days = config.mailbox.retention_days,
+        idle = config.mailbox.idle,
+        "mailbox retention and IDLE settings"
     );
 }
 

@@ -1,5 +1,8 @@
 //! The upload cycle: every upload interval and on TriggerUpload, expire overdue messages, reorder the queue,
-//! collect replies and reports over IMAP, refresh the password's state, and store a report.
+//! collect replies and reports over IMAP, move processed mail and delete it after the retention period
+//! ([`retention`]), refresh the password's state, and store a report.
+
+mod retention;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use crate::transport::TlsSettings;
 use crate::transport::imap::{FetchedMail, ImapClient, ImapErrorKind, ImapSession, ImapSettings};
 
 /// The mailbox the gateway delivers replies and reports to.
-const INBOX: &str = "INBOX";
+pub(crate) const INBOX: &str = "INBOX";
 /// Emails fetched per IMAP round trip.
 const FETCH_BATCH: usize = 200;
 
@@ -87,9 +90,7 @@ pub async fn run_cycle(app: &App, trigger: &str) -> UploadReport {
     }
     app.credentials.refresh_gate(Utc::now());
 
-    if let Err(error) = collect(app, &mut report.counts).await {
-        report.errors.push(error);
-    }
+    collect(app, &mut report.counts, &mut report.errors).await;
 
     report.finished_at = Utc::now();
     if let Err(error) = app.store.insert_upload_report(report.clone()).await {
@@ -105,6 +106,8 @@ pub async fn run_cycle(app: &App, trigger: &str) -> UploadReport {
         replies = report.counts.replies,
         other = report.counts.other,
         matched = report.counts.matched,
+        moved = report.counts.moved,
+        deleted = report.counts.deleted,
         errors = report.errors.len(),
         "upload cycle finished"
     );
@@ -114,22 +117,45 @@ pub async fn run_cycle(app: &App, trigger: &str) -> UploadReport {
     report
 }
 
-/// Reads every email newer than the last one processed, classifies it and records it exactly once.
-async fn collect(app: &App, counts: &mut UploadCounts) -> Result<(), String> {
-    let mut session = connect(app).await?;
+/// Signs in, deletes expired emails from the processed folder, reads every email newer than the last one
+/// processed, classifies it and records it exactly once, then moves the processed ones out of INBOX. Each step
+/// that fails adds an error and the later steps still run where they can.
+async fn collect(app: &App, counts: &mut UploadCounts, errors: &mut Vec<String>) {
+    let mut session = match connect(app).await {
+        Ok(session) => session,
+        Err(error) => return errors.push(error),
+    };
     if let Err(error) = app.credentials.record_success().await {
         tracing::error!(%error, "cannot record the successful sign-in");
     }
 
-    let result = collect_new_mail(app, &mut session, counts).await;
+    match session.features().await {
+        Ok(features) => {
+            if let Err(error) = retention::purge_processed(app, &mut session, features, counts).await {
+                errors.push(error);
+            }
+            match collect_new_mail(app, &mut session, counts).await {
+                Ok(uidvalidity) => {
+                    if let Err(error) =
+                        retention::move_processed(app, &mut session, features, uidvalidity, counts).await
+                    {
+                        errors.push(error);
+                    }
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        Err(error) => errors.push(format!("cannot read the IMAP server's capabilities: {error}")),
+    }
+
     if let Err(error) = session.logout().await {
         tracing::debug!(%error, "IMAP logout failed");
     }
-    result
 }
 
 /// Signs in to IMAP. A rejected access token gets one more attempt with a new one, because it may just have expired.
-async fn connect(app: &App) -> Result<ImapSession, String> {
+/// A rejection is recorded with the credentials manager, and the sign-in lock is released before this returns.
+pub(crate) async fn connect(app: &App) -> Result<ImapSession, String> {
     let settings = imap_settings(&app.config);
     let mut attempts_left = 2;
     loop {
@@ -152,7 +178,8 @@ async fn connect(app: &App) -> Result<ImapSession, String> {
     }
 }
 
-async fn collect_new_mail(app: &App, session: &mut ImapSession, counts: &mut UploadCounts) -> Result<(), String> {
+/// Records the new mail in INBOX and returns INBOX's UIDVALIDITY, leaving INBOX selected.
+async fn collect_new_mail(app: &App, session: &mut ImapSession, counts: &mut UploadCounts) -> Result<u32, String> {
     let status = session.select(INBOX).await.map_err(|error| format!("cannot open {INBOX}: {error}"))?;
     let stored = app.store.imap_state(INBOX).await.map_err(|error| format!("cannot read the IMAP state: {error}"))?;
     let mut last_uid = match stored {
@@ -180,7 +207,7 @@ async fn collect_new_mail(app: &App, session: &mut ImapSession, counts: &mut Upl
             .await
             .map_err(|error| format!("cannot fetch new mail from {INBOX}: {error}"))?;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(status.uidvalidity);
         }
         for mail in batch {
             last_uid = last_uid.max(mail.uid);

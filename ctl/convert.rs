@@ -179,6 +179,8 @@ pub fn upload_report_json(report: &UploadReport) -> Value {
         "replies": report.replies,
         "other": report.other,
         "matched": report.matched,
+        "mail_moved": report.mail_moved,
+        "mail_deleted": report.mail_deleted,
         "errors": report.errors,
     })
 }

@@ -295,6 +295,8 @@ pub fn upload_report(report: UploadReport) -> proto::UploadReport {
         other: saturating_u32(report.counts.other),
         matched: saturating_u32(report.counts.matched),
         errors: report.errors,
+        mail_moved: saturating_u32(report.counts.moved),
+        mail_deleted: saturating_u32(report.counts.deleted),
     }
 }
 

@@ -132,6 +132,7 @@ impl Store {
 
             let email_message_id = normalise_message_id(&record.email_message_id);
             if is_seen(&transaction, &record, email_message_id.as_deref())? {
+                relocate_unmoved(&transaction, &record, email_message_id.as_deref())?;
                 transaction.commit()?;
                 return Ok(InboundOutcome::AlreadySeen);
             }
@@ -268,6 +269,26 @@ fn is_seen(connection: &Connection, record: &InboundRecord, email_message_id: Op
             .prepare_cached("SELECT 1 FROM inbound_mail WHERE raw_sha256 = ?1 AND mailbox = ?2 AND uidvalidity <> ?3")?
             .exists(params![raw_sha256(&record.raw), record.mailbox, record.uidvalidity]),
     }
+}
+
+/// Points a recorded email that is still due to be moved at its new UID, when it is read again under another
+/// UIDVALIDITY, so the move uses a UID that is valid now. Changes nothing when `record`'s UID is already stored.
+fn relocate_unmoved(
+    connection: &Connection,
+    record: &InboundRecord,
+    email_message_id: Option<&str>,
+) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached(
+            "UPDATE inbound_mail SET uidvalidity = ?1, uid = ?2 WHERE id = ( \
+                 SELECT id FROM inbound_mail \
+                 WHERE mailbox = ?3 AND uidvalidity <> ?1 AND moved_at IS NULL \
+                     AND (email_message_id = ?4 OR (?4 IS NULL AND raw_sha256 = ?5)) \
+                 LIMIT 1) \
+             AND NOT EXISTS (SELECT 1 FROM inbound_mail WHERE mailbox = ?3 AND uidvalidity = ?1 AND uid = ?2)",
+        )?
+        .execute(params![record.uidvalidity, record.uid, record.mailbox, email_message_id, raw_sha256(&record.raw)])?;
+    Ok(())
 }
 
 fn raw_sha256(raw: &[u8]) -> Vec<u8> {

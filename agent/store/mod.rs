@@ -13,6 +13,7 @@ mod inbound;
 mod messages;
 mod optouts;
 mod reports;
+mod retention;
 mod review;
 mod schema;
 mod settings;
@@ -40,6 +41,7 @@ pub use inbound::{Effect, ImapState, InboundOutcome, InboundRecord, ReplyFilter,
 pub use messages::{EventRecord, MessageRecord, NewMessage, RecoveryCounts, Submission};
 pub use optouts::{OptOut, OptOutSource};
 pub use reports::{UploadCounts, UploadReport};
+pub use retention::MailToMove;
 pub use review::InboundEmail;
 
 /// File name of the database inside the data directory.

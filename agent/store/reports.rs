@@ -19,6 +19,10 @@ pub struct UploadCounts {
     pub other: u64,
     /// Fetched emails matched to a sent message.
     pub matched: u64,
+    /// Emails moved from INBOX to the processed folder.
+    pub moved: u64,
+    /// Emails deleted from the processed folder after the retention period.
+    pub deleted: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +45,8 @@ impl Store {
             connection
                 .prepare_cached(
                     "INSERT INTO upload_reports (started_at, finished_at, triggered_by, reordered, expired, \
-                     collected, failure_reports, receipts, replies, other, matched, errors) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     collected, failure_reports, receipts, replies, other, matched, errors, mail_moved, mail_deleted) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )?
                 .execute(params![
                     to_millis(report.started_at),
@@ -57,6 +61,8 @@ impl Store {
                     counts.other,
                     counts.matched,
                     errors,
+                    counts.moved,
+                    counts.deleted,
                 ])?;
             Ok(connection.last_insert_rowid())
         })
@@ -69,7 +75,8 @@ impl Store {
             let row = connection
                 .prepare_cached(
                     "SELECT started_at, finished_at, triggered_by, reordered, expired, collected, failure_reports, \
-                     receipts, replies, other, matched, errors FROM upload_reports ORDER BY id DESC LIMIT 1",
+                     receipts, replies, other, matched, errors, mail_moved, mail_deleted \
+                     FROM upload_reports ORDER BY id DESC LIMIT 1",
                 )?
                 .query_row([], |row| {
                     let report = UploadReport {
@@ -85,6 +92,8 @@ impl Store {
                             replies: row.get(8)?,
                             other: row.get(9)?,
                             matched: row.get(10)?,
+                            moved: row.get(12)?,
+                            deleted: row.get(13)?,
                         },
                         errors: Vec::new(),
                     };

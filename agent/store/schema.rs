@@ -17,7 +17,7 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// Schema steps: step `i` takes `user_version` from `i` to `i + 1`. Append new steps; never edit a released one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
 
 /// The schema version this code writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -75,6 +75,15 @@ END;
 const MIGRATION_5: &str = "
 ALTER TABLE inbound_mail ADD COLUMN raw_sha256 BLOB;
 CREATE INDEX inbound_mail_raw_sha256 ON inbound_mail (raw_sha256) WHERE raw_sha256 IS NOT NULL;
+";
+
+/// Retention: when each inbound email was moved out of its mailbox (NULL while it is still there), and how many
+/// emails each upload cycle moved and deleted. The partial index finds the emails still due to be moved.
+const MIGRATION_6: &str = "
+ALTER TABLE inbound_mail ADD COLUMN moved_at INTEGER;
+CREATE INDEX inbound_mail_unmoved ON inbound_mail (mailbox, uidvalidity) WHERE moved_at IS NULL;
+ALTER TABLE upload_reports ADD COLUMN mail_moved INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE upload_reports ADD COLUMN mail_deleted INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Times are integer Unix milliseconds, UTC. `priority_rank` and `due_at` are generated so that the claim index can

@@ -1,10 +1,13 @@
-//! IMAP: signs in, selects a mailbox and fetches the messages that arrived after a known UID.
+//! IMAP: signs in, selects a mailbox and fetches the messages that arrived after a known UID; moves, deletes
+//! and ages out messages ([`folders`]) and waits for new mail with IDLE ([`idle`]).
 //!
 //! One connection per use, secured with STARTTLS, implicit TLS or, on loopback only, nothing.
 //! Every command runs under the configured timeout, and a session that hit a network error or
 //! a timeout refuses further commands, because its responses may be out of step.
 
 mod error;
+mod folders;
+mod idle;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -20,6 +23,8 @@ use futures::StreamExt;
 use tokio::net::TcpStream;
 
 pub use self::error::{ImapError, ImapErrorKind};
+pub use self::folders::ServerFeatures;
+pub use self::idle::IdleEvent;
 pub use self::stream::ImapStream;
 use super::{ConfigError, Credentials, Endpoint, SecretKind, Security, TlsSettings, tls};
 

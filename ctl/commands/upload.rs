@@ -31,6 +31,8 @@ fn render(report: &UploadReport) -> String {
         .row("Replies", report.replies.to_string())
         .row("Kept for review", report.other.to_string())
         .row("Matched to texts", report.matched.to_string())
+        .row("Mail moved", report.mail_moved.to_string())
+        .row("Mail deleted", report.mail_deleted.to_string())
         .row("Errors", errors)
         .render()
 }

@@ -21,6 +21,10 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+/// The `[mailbox]` section of the tests' agent configs: without IMAP IDLE, mail is collected only when a test
+/// calls TriggerUpload, so each upload report counts what the test expects.
+pub const NO_IDLE: &str = "[mailbox]\nidle = false\n";
+
 /// Serialises tests that share the real servers' mailboxes or count their sign-in failures.
 pub static REAL_SERVER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -73,7 +77,8 @@ impl RealServers {
         format!(
             "[agent]\nupload_interval_minutes = 1440\n\n[nhsmail]\nusername = \"{username}\"\nsmtp_host = \"127.0.0.1\"\n\
              smtp_port = {smtp}\nsmtp_security = \"starttls\"\nimap_host = \"127.0.0.1\"\nimap_port = {imap}\n\
-             imap_security = \"tls\"\nca_file = \"{ca}\"\nnetwork_timeout_seconds = 20\n\n[sending]\nrate_per_minute = 600\n{extra}",
+             imap_security = \"tls\"\nca_file = \"{ca}\"\nnetwork_timeout_seconds = 20\n\n[sending]\nrate_per_minute = 600\n{extra}\n\
+             {NO_IDLE}",
             username = self.username(),
             smtp = self.var("NHSMAIL_TEST_SMTP_PORT"),
             imap = self.var("NHSMAIL_TEST_IMAPS_PORT"),
@@ -344,7 +349,7 @@ impl TestSandbox {
             "[agent]\nupload_interval_minutes = 1440\n\n[nhsmail]\nusername = \"{username}\"\nsmtp_host = \"127.0.0.1\"\n\
              smtp_port = {smtp}\nsmtp_security = \"starttls\"\nimap_host = \"127.0.0.1\"\nimap_port = {imap}\n\
              imap_security = \"tls\"\nca_file = \"{ca}\"\nnetwork_timeout_seconds = 20\n{auth}\n\
-             [sending]\nrate_per_minute = 600\n{extra}",
+             [sending]\nrate_per_minute = 600\n{extra}\n{NO_IDLE}",
             username = info.username,
             smtp = info.smtp_port,
             imap = info.imap_port,

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{AgentProcess, Clients, submit, wait_for};
+use super::{AgentProcess, Clients, NO_IDLE, submit, wait_for};
 
 /// Bound on each wait for the agent or the sandbox to reach a state.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
@@ -24,15 +24,20 @@ const RECEIPT_DELAY: Duration = Duration::from_millis(300);
 
 /// Builds an agent config for `info`: password sign-in, SMTP with STARTTLS, IMAP with implicit TLS, the sandbox's CA.
 ///
-/// The upload cycle runs only on TriggerUpload (its interval is a day), and a transient SMTP failure is retried
-/// after 1 s rather than 30 s.
+/// The upload cycle runs only on TriggerUpload (its interval is a day, and IMAP IDLE is off), and a transient SMTP
+/// failure is retried after 1 s rather than 30 s.
 pub fn agent_config(info: &SandboxInfo) -> String {
+    agent_config_with_mailbox(info, NO_IDLE)
+}
+
+/// Builds an agent config for `info` as [`agent_config`] does, with `mailbox` as its `[mailbox]` section.
+pub fn agent_config_with_mailbox(info: &SandboxInfo, mailbox: &str) -> String {
     format!(
         "[agent]\nupload_interval_minutes = 1440\n\n\
          [nhsmail]\nusername = \"{username}\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {smtp}\n\
          smtp_security = \"starttls\"\nimap_host = \"127.0.0.1\"\nimap_port = {imap}\nimap_security = \"tls\"\n\
          ca_file = \"{ca}\"\nnetwork_timeout_seconds = 10\n\n\
-         [sending]\nrate_per_minute = 600\nretry_base_seconds = 1\n",
+         [sending]\nrate_per_minute = 600\nretry_base_seconds = 1\n\n{mailbox}",
         username = info.username,
         smtp = info.smtp_port,
         imap = info.imap_port,
@@ -52,12 +57,18 @@ pub struct SandboxAgent {
 impl SandboxAgent {
     /// Starts a sandbox on the current runtime and an agent for it, then stores and verifies the password.
     pub async fn start() -> SandboxAgent {
+        Self::start_with_mailbox(NO_IDLE).await
+    }
+
+    /// Starts a sandbox and an agent as [`SandboxAgent::start`] does, with `mailbox` as the config's `[mailbox]`
+    /// section.
+    pub async fn start_with_mailbox(mailbox: &str) -> SandboxAgent {
         let options = SandboxOptions { receipt_delay: RECEIPT_DELAY, ..Default::default() };
         let sandbox = Sandbox::start(options).await.expect("the sandbox starts");
         let control = Control::new(&sandbox.info().control_url);
 
         let data_dir = tempfile::tempdir().unwrap();
-        let agent = AgentProcess::start(data_dir.path(), &agent_config(sandbox.info()));
+        let agent = AgentProcess::start(data_dir.path(), &agent_config_with_mailbox(sandbox.info(), mailbox));
         let mut clients = agent.clients().await;
         let password = sandbox.info().password.clone();
         let request = proto::UpdatePasswordRequest {
@@ -69,6 +80,15 @@ impl SandboxAgent {
         assert!(response.into_inner().verified, "the sandbox accepted its own password");
 
         SandboxAgent { agent, clients, control, sandbox, _data_dir: data_dir }
+    }
+
+    /// Stops the agent with SIGTERM and starts it again on the same data directory, with `mailbox` as the
+    /// config's `[mailbox]` section. The stored password is kept.
+    pub async fn restart_with_mailbox(&mut self, mailbox: &str) {
+        self.agent.stop();
+        let config = agent_config_with_mailbox(self.sandbox.info(), mailbox);
+        self.agent = AgentProcess::start(self._data_dir.path(), &config);
+        self.clients = self.agent.clients().await;
     }
 
     /// Submits one text and returns the agent's message id.
