@@ -172,55 +172,88 @@ struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAgent {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    upload_interval_minutes: Option<i64>,
+    listen: Option<Scalar>,
+    data_dir: Option<Scalar>,
+    upload_interval_minutes: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNhsmail {
-    username: Option<String>,
-    smtp_host: Option<String>,
-    smtp_port: Option<i64>,
-    smtp_security: Option<String>,
-    imap_host: Option<String>,
-    imap_port: Option<i64>,
-    imap_security: Option<String>,
-    ca_file: Option<PathBuf>,
-    sms_domain: Option<String>,
-    address_form: Option<String>,
-    text_in: Option<String>,
-    network_timeout_seconds: Option<i64>,
-    auth: Option<String>,
-    token_url: Option<String>,
-    client_id: Option<String>,
-    scope: Option<String>,
-    graph_url: Option<String>,
+    username: Option<Scalar>,
+    smtp_host: Option<Scalar>,
+    smtp_port: Option<Scalar>,
+    smtp_security: Option<Scalar>,
+    imap_host: Option<Scalar>,
+    imap_port: Option<Scalar>,
+    imap_security: Option<Scalar>,
+    ca_file: Option<Scalar>,
+    sms_domain: Option<Scalar>,
+    address_form: Option<Scalar>,
+    text_in: Option<Scalar>,
+    network_timeout_seconds: Option<Scalar>,
+    auth: Option<Scalar>,
+    token_url: Option<Scalar>,
+    client_id: Option<Scalar>,
+    scope: Option<Scalar>,
+    graph_url: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSending {
-    rate_per_minute: Option<i64>,
-    max_lifetime_hours: Option<i64>,
-    max_text_chars: Option<i64>,
-    retry_base_seconds: Option<i64>,
+    rate_per_minute: Option<Scalar>,
+    max_lifetime_hours: Option<Scalar>,
+    max_text_chars: Option<Scalar>,
+    retry_base_seconds: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPassword {
-    max_age_days: Option<i64>,
-    auto_manage: Option<bool>,
+    max_age_days: Option<Scalar>,
+    auto_manage: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMailbox {
-    processed_folder: Option<String>,
-    retention_days: Option<i64>,
-    idle: Option<bool>,
+    processed_folder: Option<Scalar>,
+    retention_days: Option<Scalar>,
+    idle: Option<Scalar>,
+}
+
+/// A value as written in the config file, in its text form. Numbers, booleans and strings are all accepted here so
+/// that the resolver, which knows the key, parses them and names the key in any error; `"15"` and `15` both work.
+#[derive(Debug, Clone)]
+struct Scalar(String);
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Scalar, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Value {
+            Text(String),
+            Integer(i64),
+            Float(f64),
+            Boolean(bool),
+        }
+        let text = match Value::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected a single value (text, number or true/false)"))?
+        {
+            Value::Text(text) => text,
+            Value::Integer(number) => number.to_string(),
+            Value::Float(number) => number.to_string(),
+            Value::Boolean(flag) => flag.to_string(),
+        };
+        Ok(Scalar(text))
+    }
 }
 
 /// One setting's raw value and where it came from, for error messages.
@@ -287,7 +320,7 @@ impl<E: Fn(&str) -> Option<String>> Resolver<'_, E> {
         &self,
         key: &'static str,
         env_name: &str,
-        from_file: Option<i64>,
+        from_file: Option<Scalar>,
         range: std::ops::RangeInclusive<i64>,
         unit: &str,
     ) -> Result<Option<i64>, ConfigError> {
@@ -299,7 +332,7 @@ impl<E: Fn(&str) -> Option<String>> Resolver<'_, E> {
         }
     }
 
-    fn parsed<T>(&self, key: &'static str, env_name: &str, from_file: Option<String>) -> Result<Option<T>, ConfigError>
+    fn parsed<T>(&self, key: &'static str, env_name: &str, from_file: Option<Scalar>) -> Result<Option<T>, ConfigError>
     where
         T: FromStr,
         T::Err: std::fmt::Display,
@@ -311,7 +344,12 @@ impl<E: Fn(&str) -> Option<String>> Resolver<'_, E> {
         }
     }
 
-    fn boolean(&self, key: &'static str, env_name: &str, from_file: Option<bool>) -> Result<Option<bool>, ConfigError> {
+    fn boolean(
+        &self,
+        key: &'static str,
+        env_name: &str,
+        from_file: Option<Scalar>,
+    ) -> Result<Option<bool>, ConfigError> {
         let Some(source) = self.pick(env_name, from_file) else { return Ok(None) };
         match source.value.trim() {
             "true" | "on" | "yes" | "1" => Ok(Some(true)),
@@ -354,7 +392,7 @@ fn resolve_agent<E: Fn(&str) -> Option<String>>(
     let data_dir = match &overrides.data_dir {
         Some(dir) => dir.clone(),
         None => resolver
-            .pick("NHSMAIL_DATA_DIR", raw.data_dir.map(|dir| dir.display().to_string()))
+            .pick("NHSMAIL_DATA_DIR", raw.data_dir)
             .map(|source| PathBuf::from(source.value))
             .unwrap_or_else(crate::paths::default_data_dir),
     };
@@ -396,9 +434,7 @@ fn resolve_nhsmail<E: Fn(&str) -> Option<String>>(
         ("[nhsmail] imap_security", "NHSMAIL_IMAP_SECURITY", raw.imap_security, Security::Tls),
     )?;
 
-    let ca_file = resolver
-        .pick("NHSMAIL_CA_FILE", raw.ca_file.map(|path| path.display().to_string()))
-        .map(|source| PathBuf::from(source.value));
+    let ca_file = resolver.pick("NHSMAIL_CA_FILE", raw.ca_file).map(|source| PathBuf::from(source.value));
     if let Some(path) = &ca_file
         && !path.is_file()
     {
@@ -454,10 +490,10 @@ fn resolve_nhsmail<E: Fn(&str) -> Option<String>>(
 /// whenever they are set, so a typo shows before anyone switches to `oauth2`.
 fn resolve_auth<E: Fn(&str) -> Option<String>>(
     resolver: &Resolver<'_, E>,
-    auth: Option<String>,
-    token_url: Option<String>,
-    client_id: Option<String>,
-    scope: Option<String>,
+    auth: Option<Scalar>,
+    token_url: Option<Scalar>,
+    client_id: Option<Scalar>,
+    scope: Option<Scalar>,
 ) -> Result<MailboxAuth, ConfigError> {
     let auth = resolver.parsed::<AuthName>("[nhsmail] auth", "NHSMAIL_AUTH", auth)?.unwrap_or(AuthName::Password);
     let token_url = resolver
@@ -530,9 +566,9 @@ fn plain_text(key: &'static str, source: Source<String>, expected: &str) -> Resu
 
 fn resolve_endpoint<E: Fn(&str) -> Option<String>>(
     resolver: &Resolver<'_, E>,
-    host: (&'static str, &str, Option<String>),
-    port: (&'static str, &str, Option<i64>, u16),
-    security: (&'static str, &str, Option<String>, Security),
+    host: (&'static str, &str, Option<Scalar>),
+    port: (&'static str, &str, Option<Scalar>, u16),
+    security: (&'static str, &str, Option<Scalar>, Security),
 ) -> Result<Endpoint, ConfigError> {
     let host_value = resolver
         .pick(host.1, host.2)
@@ -856,5 +892,25 @@ mod tests {
         let message = load(&text, &[]).unwrap_err().to_string();
         assert!(message.contains("[nhsmail] text_in"), "{message}");
         assert!(message.contains("\"subject\""), "{message}");
+    }
+
+    #[test]
+    fn quoted_number_is_accepted() {
+        let text = format!("[agent]\nupload_interval_minutes = \"20\"\n{MINIMAL}");
+        assert_eq!(load(&text, &[]).unwrap().agent.upload_interval_minutes, 20);
+    }
+
+    #[test]
+    fn wrong_type_error_names_key() {
+        let text = format!("[agent]\nupload_interval_minutes = \"soon\"\n{MINIMAL}");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[agent] upload_interval_minutes"), "{message}");
+        assert!(message.contains("soon"), "{message}");
+    }
+
+    #[test]
+    fn boolean_accepts_on_and_off() {
+        let text = format!("{MINIMAL}\n[password]\nauto_manage = \"off\"\n");
+        assert!(!load(&text, &[]).unwrap().password.auto_manage);
     }
 }

@@ -168,7 +168,7 @@ async fn store_password(app: &App, info: &SandboxInfo) -> bool {
 
 fn print_instructions(info: &SandboxInfo, listening: SocketAddr, data_dir: &Path) {
     let token_file = paths::admin_token_path(data_dir);
-    let ctl = format!("nhsmail-ctl --agent http://{listening} --token-file {}", shell_word(&token_file));
+    let ctl = format!("{} --agent http://{listening} --token-file {}", ctl_program(), shell_word(&token_file));
     println!(
         "sandbox: NHSmail stand-in for {} on 127.0.0.1, control API {}, state in {}",
         info.username,
@@ -180,6 +180,19 @@ fn print_instructions(info: &SandboxInfo, listening: SocketAddr, data_dir: &Path
     println!("send a text: {ctl} send --to {EXAMPLE_NUMBER} --text \"{EXAMPLE_TEXT}\"");
     println!("follow it: {ctl} messages list");
     println!("stop with Ctrl-C; the account and the mailbox stay in the data directory for the next start");
+}
+
+/// Returns how to run nhsmail-ctl: the binary next to this one when it was built (relative to the current
+/// directory when inside it), else the bare name for one on the PATH.
+fn ctl_program() -> String {
+    let sibling =
+        std::env::current_exe().ok().map(|exe| exe.with_file_name("nhsmail-ctl")).filter(|path| path.is_file());
+    let Some(path) = sibling else { return "nhsmail-ctl".to_string() };
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|dir| path.strip_prefix(&dir).ok().map(Path::to_path_buf))
+        .unwrap_or(path);
+    shell_word(&shown)
 }
 
 /// Describes the sandbox's number ranges in one line, from the sandbox's own table.

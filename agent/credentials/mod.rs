@@ -23,6 +23,8 @@ use crate::transport::{Credentials, SecretKind};
 use tokens::TokenCache;
 pub use vault::{Sealed, Vault, VaultError};
 
+/// The gate's reason before the stored password has been looked at.
+const STARTING: &str = "starting";
 /// Days before expiry from which the password counts as expiring; NHSmail's first reminder comes 18 days before.
 pub const WARNING_WINDOW_DAYS: i64 = 18;
 
@@ -171,7 +173,7 @@ impl CredentialManager {
             vault,
             inner: Mutex::new(inner),
             sign_in_lock: tokio::sync::Mutex::new(()),
-            gate: watch::channel(Gate::Closed { reason: "starting".into() }).0,
+            gate: watch::channel(Gate::Closed { reason: STARTING.into() }).0,
             generation: watch::channel(0).0,
             oauth,
             tokens: Mutex::new(TokenCache::default()),
@@ -401,8 +403,11 @@ impl CredentialManager {
             if *current == gate {
                 return false;
             }
+            let starting = matches!(current, Gate::Closed { reason } if reason == STARTING);
             match &gate {
                 Gate::Open => tracing::info!("sending gate opened"),
+                // At start-up a closed gate is the initial state, not a change a person needs to notice.
+                Gate::Closed { reason } if starting => tracing::info!(reason, "sending gate starts closed"),
                 Gate::Closed { reason } => tracing::warn!(reason, "sending gate closed"),
             }
             *current = gate;

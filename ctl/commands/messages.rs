@@ -147,10 +147,18 @@ fn render_message(message: &Message) -> String {
     for event in &message.events {
         history.row(vec![
             local_time(event.at.as_ref(), "-"),
-            enum_label(message_status_name(event.from_status), event.from_status),
+            from_label(event.from_status),
             enum_label(message_status_name(event.to_status), event.to_status),
             event.reason.clone(),
         ]);
     }
     format!("{details}\nHistory\n{}", history.render())
+}
+
+/// Labels the state before a change; the first event of a text has none, which the table shows as "new".
+pub fn from_label(from_status: i32) -> String {
+    if from_status == nhsmail_agent::proto::MessageStatus::Unspecified as i32 {
+        return "new".to_string();
+    }
+    enum_label(message_status_name(from_status), from_status)
 }

@@ -41,7 +41,7 @@ fn line(event: &Event) -> String {
             event.event_id,
             change.message_id,
             change.to,
-            enum_label(message_status_name(change.from_status), change.from_status),
+            super::messages::from_label(change.from_status),
             enum_label(message_status_name(change.to_status), change.to_status),
             clean_line(&change.reason),
         ),
