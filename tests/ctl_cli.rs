@@ -793,9 +793,9 @@ async fn message_show_lists_history() {
 
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert!(table.contains("Gateway address  07700900123@sms.nhs.net\n"), "{table}");
-    assert!(table.contains("\nHistory\nTIME                 FROM         TO      REASON\n"), "{table}");
-    assert!(table.contains("2026-12-01 09:30:00  unspecified  queued  submitted\n"), "{table}");
-    assert!(table.contains("2026-12-01 09:30:02  queued       sent    250 2.0.0 OK queued\n"), "{table}");
+    assert!(table.contains("\nHistory\nTIME                 FROM    TO      REASON\n"), "{table}");
+    assert!(table.contains("2026-12-01 09:30:00  new     queued  submitted\n"), "{table}");
+    assert!(table.contains("2026-12-01 09:30:02  queued  sent    250 2.0.0 OK queued\n"), "{table}");
 }
 
 #[tokio::test]
