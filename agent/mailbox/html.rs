@@ -75,17 +75,19 @@ pub(super) fn html_to_text(html: &str) -> String {
     writer.finish()
 }
 
-/// Returns what follows the closing tag of `name`, or "" if it is never closed.
+/// Returns what follows the closing tag of `name` (ignoring case), or "" if it is never closed.
+/// It reads no further than that tag, so skipping many elements stays linear in the input.
 fn skip_element_content<'a>(html: &'a str, name: &str) -> &'a str {
-    let closing = format!("</{name}");
-    let lowered = html.to_ascii_lowercase();
-    let Some(start) = lowered.find(&closing) else {
-        return "";
-    };
-    match html[start..].find('>') {
-        Some(end) => &html[start + end + 1..],
-        None => "",
+    let mut search_from = 0;
+    while let Some(offset) = html[search_from..].find("</") {
+        let start = search_from + offset;
+        let tag_name = html.as_bytes().get(start + 2..start + 2 + name.len());
+        if tag_name.is_some_and(|tag_name| tag_name.eq_ignore_ascii_case(name.as_bytes())) {
+            return html[start..].find('>').map_or("", |end| &html[start + end + 1..]);
+        }
+        search_from = start + 2;
     }
+    ""
 }
 
 /// The name of a tag, lower-cased, and whether it closes an element.
@@ -254,6 +256,7 @@ mod tests {
             ("unclosed tag", "Yes<p class=", "Yes\n"),
             ("unclosed comment", "Yes<!-- no end", "Yes\n"),
             ("unclosed hidden element", "Yes<style>p{}", "Yes\n"),
+            ("other closing tags in hidden element", "<style>a</b></sty</STYLE >Yes", "Yes\n"),
         ];
         for (name, html, expected) in cases {
             assert_eq!(html_to_text(html), expected, "case {name}");

@@ -10,13 +10,15 @@
 //!
 //! Report senders vary (`MAILER-DAEMON`, `postmaster`, Exchange's `MicrosoftExchange…` address,
 //! the SMS gateway), and a From header is as easy to forge as anything else, so the sender is
-//! not used. An email is a report only when its MIME structure shows it:
-//! - a `message/delivery-status` (RFC 3464) or `message/global-delivery-status` (RFC 6533) part
-//!   at any depth, or inside an attached message when the email has none of its own, whether
-//!   or not the `multipart/report` container names a `report-type`; or
-//! - a multipart email without such a part whose top-level type is `multipart/report` (other
-//!   than a read receipt) or that carries Exchange's `X-MS-Exchange-Message-Is-Ndr` header, with
-//!   the status code in its own human-readable part in one of Exchange's diagnostic forms.
+//! not used. An email is a report only when its MIME structure shows it, in one of two ways:
+//! - It has a `message/delivery-status` (RFC 3464) or `message/global-delivery-status`
+//!   (RFC 6533) part at any depth. The `multipart/report` container need not name a
+//!   `report-type`. When the email has no such part of its own, one inside an attached message
+//!   counts.
+//! - It is a multipart email without such a part whose top-level type is `multipart/report`
+//!   (other than a read receipt) or that carries Exchange's `X-MS-Exchange-Message-Is-Ndr`
+//!   header. Its own human-readable part must then give the status code in one of Exchange's
+//!   diagnostic forms.
 //!
 //! # What counts as the mailbox's own server path
 //!
@@ -80,9 +82,9 @@ use report_text::{TextDiagnostic, readable_texts};
 ///    `Action` gives [`InboundKind::FailureReport`], [`InboundKind::DelayReport`] or
 ///    [`InboundKind::DeliveryReceipt`]. A status part without a known action or without
 ///    `Reporting-MTA` is `Other`.
-/// 2. A multipart report without a status part is a failure report, or a delay report when its
-///    text states that delivery is delayed, if its text gives an Exchange diagnostic with a failure or
-///    delay status; otherwise it is `Other`.
+/// 2. A multipart report without a status part whose text gives an Exchange diagnostic with a
+///    failure or delay status is a failure report, or a delay report when its text states that
+///    delivery is delayed. Without such a diagnostic it is `Other`.
 /// 3. A From address at `sms_domain` whose local part is a UK mobile number is a
 ///    [`InboundKind::Reply`].
 /// 4. Report fields or an Exchange diagnostic in the text of any other email make it `Other`,
@@ -92,7 +94,14 @@ use report_text::{TextDiagnostic, readable_texts};
 ///    (`X-Auto-Response-Suppress` is not, because Exchange adds it to ordinary mail).
 /// 6. Everything else, including bytes that are not an email, is [`InboundKind::Other`].
 pub fn classify(raw: &[u8], sms_domain: &str) -> Classified {
-    let Some(message) = MessageParser::default().parse(raw) else {
+    // mail-parser 0.11 has `debug_assert!` checks that malformed nesting can trip, such as a
+    // `message/rfc822` part containing only another `message/rfc822` header (the corpus file
+    // `garbage-nested-rfc822.eml`). Release builds skip them and parse on, but without this a
+    // debug build of the agent would lose its upload cycle to one email.
+    let Ok(parsed) = std::panic::catch_unwind(|| MessageParser::default().parse(raw)) else {
+        return Classified::unparsable("not parsable: the MIME parser failed on it");
+    };
+    let Some(message) = parsed else {
         return Classified::unparsable("not an email: no header fields found");
     };
     let Some(root) = message.parts.first().filter(|root| has_standard_header(root)) else {
