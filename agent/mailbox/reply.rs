@@ -16,9 +16,10 @@ pub(super) enum TextSource {
 
 /// Returns the reply's text as received, with line endings as `\n`, and where it was found.
 ///
-/// The first text body counts; an HTML body is converted to text when there is no plain text
-/// or the plain text is blank. A reply whose body is blank is read from its Subject, taken whole:
-/// without the Subject that was sent, a `Re:` prefix cannot be distinguished from the patient's words.
+/// The first text body counts, and an HTML body is converted to text when there is no plain
+/// text or the plain text is blank. A reply whose body is blank is read from its Subject, taken
+/// whole, because without the Subject that was sent a `Re:` prefix cannot be distinguished from
+/// the patient's words.
 pub(super) fn reply_text(message: &Message<'_>, subject: Option<&str>) -> (String, TextSource) {
     let body = body_text(message);
     if !body.trim().is_empty() {
@@ -118,12 +119,15 @@ fn is_signature_delimiter(line: &str) -> bool {
 }
 
 /// Returns whether the line is the signature a mail app adds by default, such as "Sent from my
-/// iPhone" or "Get Outlook for Android". Longer lines are the patient's words.
+/// iPhone" or "Get Outlook for Android". A line over 60 characters is the patient's words.
 fn is_client_signature(line: &str) -> bool {
     const PREFIXES: [&str; 5] =
         ["sent from my ", "sent from outlook", "sent from mail for", "sent from yahoo", "get outlook for "];
+    if line.chars().count() > 60 {
+        return false;
+    }
     let lowered = line.to_lowercase();
-    line.chars().count() <= 60 && PREFIXES.iter().any(|prefix| lowered.starts_with(prefix))
+    PREFIXES.iter().any(|prefix| lowered.starts_with(prefix))
 }
 
 /// Returns whether the line is `-----Original Message-----` or a spelling such as
