@@ -1,12 +1,13 @@
-//! Delivery status notifications: finding the `message/delivery-status` part of an RFC 3464
-//! report (or `message/global-delivery-status`, RFC 6533), reading its per-recipient fields,
-//! and collecting the Message-IDs the report carries for the message it is about.
+//! Delivery status notifications. This module finds the `message/delivery-status` part of an
+//! RFC 3464 report (or `message/global-delivery-status`, RFC 6533), or a report that has no
+//! such part. It reads the per-recipient fields and collects the Message-IDs that the report
+//! carries for the message it is about.
 
-use mail_parser::{Message, MessagePart, PartType};
+use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
 use super::fields::{Block, field, message_ids, parse_blocks, strip_value_type};
-use super::headers::{header_message_ids, header_text, is_content_type, part_text};
-use super::{DeliveryReport, ReportAction};
+use super::headers::{has_header, header_message_ids, header_text, is_content_type, part_text};
+use super::{DeliveryReport, ReportAction, ReportSource};
 
 /// Maximum depth of attached messages searched for a delivery-status part. mail-parser itself
 /// parses at most three levels of attached messages.
@@ -19,8 +20,8 @@ const ORIGINAL_MESSAGE_ID_FIELDS: [&str; 2] = ["Original-Message-ID", "X-Origina
 pub(super) struct Notification<'a, 'x> {
     /// The email itself, or a message attached to it when the report was forwarded or wrapped.
     pub message: &'a Message<'x>,
-    /// Content type of the first delivery-status part, for the classification reason.
-    pub part_type: &'static str,
+    /// Content type of the first delivery-status part.
+    pub source: ReportSource,
     /// Field blocks of every delivery-status part, in order.
     pub blocks: Vec<Block>,
 }
@@ -32,16 +33,16 @@ pub(super) fn find_notification<'a, 'x>(message: &'a Message<'x>) -> Option<Noti
 }
 
 fn find_at_depth<'a, 'x>(message: &'a Message<'x>, depth: usize) -> Option<Notification<'a, 'x>> {
-    let mut part_type = None;
+    let mut source = None;
     let mut blocks = Vec::new();
     for part in &message.parts {
-        if let Some(kind) = status_part_type(part) {
-            part_type.get_or_insert(kind);
+        if let Some(part_source) = status_part_source(part) {
+            source.get_or_insert(part_source);
             blocks.extend(parse_blocks(&part_text(message, part)));
         }
     }
-    if let Some(part_type) = part_type {
-        return Some(Notification { message, part_type, blocks });
+    if let Some(source) = source {
+        return Some(Notification { message, source, blocks });
     }
 
     if depth >= MAX_ATTACHED_DEPTH {
@@ -53,14 +54,55 @@ fn find_at_depth<'a, 'x>(message: &'a Message<'x>, depth: usize) -> Option<Notif
     })
 }
 
-fn status_part_type(part: &MessagePart<'_>) -> Option<&'static str> {
+fn status_part_source(part: &MessagePart<'_>) -> Option<ReportSource> {
     if is_content_type(part, "message", "delivery-status") {
-        Some("message/delivery-status")
+        Some(ReportSource::DeliveryStatus)
     } else if is_content_type(part, "message", "global-delivery-status") {
-        Some("message/global-delivery-status")
+        Some(ReportSource::GlobalDeliveryStatus)
     } else {
         None
     }
+}
+
+/// Finds a report without a status part: the email, or else an attached message, that is
+/// multipart and whose top-level type is `multipart/report` (other than a read receipt,
+/// `report-type=disposition-notification`) or that carries `X-MS-Exchange-Message-Is-Ndr`.
+/// Call it only when [`find_notification`] finds nothing.
+pub(super) fn find_text_report<'a, 'x>(message: &'a Message<'x>) -> Option<&'a Message<'x>> {
+    find_text_report_at_depth(message, 0)
+}
+
+fn find_text_report_at_depth<'a, 'x>(message: &'a Message<'x>, depth: usize) -> Option<&'a Message<'x>> {
+    if has_report_shape(message) {
+        return Some(message);
+    }
+    if depth >= MAX_ATTACHED_DEPTH {
+        return None;
+    }
+    message.parts.iter().find_map(|part| match &part.body {
+        PartType::Message(attached) => find_text_report_at_depth(attached, depth + 1),
+        _ => None,
+    })
+}
+
+fn has_report_shape(message: &Message<'_>) -> bool {
+    let Some(root) = message.parts.first() else {
+        return false;
+    };
+    if !matches!(root.body, PartType::Multipart(_)) {
+        return false;
+    }
+    let is_report_container = is_content_type(root, "multipart", "report")
+        && !root
+            .content_type()
+            .and_then(|content_type| content_type.attribute("report-type"))
+            .is_some_and(|report_type| report_type.trim().eq_ignore_ascii_case("disposition-notification"));
+    is_report_container || has_header(root, "X-MS-Exchange-Message-Is-Ndr")
+}
+
+/// Returns whether a block has the `Reporting-MTA` field that RFC 3464 §2.2.2 requires.
+pub(super) fn has_reporting_mta(blocks: &[Block]) -> bool {
+    blocks.iter().any(|block| field(block, "Reporting-MTA").is_some_and(|value| !strip_value_type(value).is_empty()))
 }
 
 /// Reads the per-recipient block that decides the report, or `None` if no block has an
@@ -68,7 +110,7 @@ fn status_part_type(part: &MessagePart<'_>) -> Option<&'static str> {
 ///
 /// The agent sends one recipient per email, but a report may list several. The strongest action
 /// wins (failed, then delayed, delivered, relayed, expanded), and among equals the first block.
-pub(super) fn delivery_report(blocks: &[Block]) -> Option<DeliveryReport> {
+pub(super) fn delivery_report(blocks: &[Block], source: ReportSource) -> Option<DeliveryReport> {
     let (action, block) = blocks
         .iter()
         .filter_map(|block| Some((parse_action(field(block, "Action")?)?, block)))
@@ -78,13 +120,14 @@ pub(super) fn delivery_report(blocks: &[Block]) -> Option<DeliveryReport> {
         field(block, "Final-Recipient").or_else(|| field(block, "Original-Recipient")).map(strip_value_type);
     Some(DeliveryReport {
         action,
+        source,
         status: field(block, "Status").and_then(status_code),
         diagnostic: non_empty(field(block, "Diagnostic-Code").map(strip_value_type)),
         final_recipient: non_empty(final_recipient),
     })
 }
 
-fn parse_action(value: &str) -> Option<ReportAction> {
+pub(super) fn parse_action(value: &str) -> Option<ReportAction> {
     let word = value.split_whitespace().next()?.to_ascii_lowercase();
     match word.as_str() {
         "failed" => Some(ReportAction::Failed),
@@ -108,7 +151,7 @@ fn strength_rank(action: ReportAction) -> u8 {
 
 /// Returns the status code at the start of a `Status` value if it has the RFC 3464 §2.3.4
 /// shape: class 2, 4 or 5, then subject and detail of 1 to 3 digits (`5.1.1`, `5.1.10`).
-fn status_code(value: &str) -> Option<String> {
+pub(super) fn status_code(value: &str) -> Option<String> {
     let code = value.split_whitespace().next()?;
     let mut pieces = code.split('.');
     let class = pieces.next()?;
@@ -124,12 +167,12 @@ fn non_empty(value: Option<&str>) -> Option<String> {
 }
 
 /// Collects the Message-IDs that the report itself names for the original message: fields
-/// such as `Original-Message-ID` in the delivery-status blocks or the report's headers first,
+/// such as `Original-Message-ID` in the delivery-status `blocks` or the report's headers first,
 /// then the Message-ID of each attached original (`message/rfc822`, `message/global`,
 /// `text/rfc822-headers` or `message/global-headers`).
-pub(super) fn report_message_ids(notification: &Notification<'_, '_>) -> Vec<String> {
+pub(super) fn original_message_ids(message: &Message<'_>, blocks: &[Block]) -> Vec<String> {
     let mut ids = Vec::new();
-    for block in &notification.blocks {
+    for block in blocks {
         for name in ORIGINAL_MESSAGE_ID_FIELDS {
             if let Some(value) = field(block, name) {
                 ids.extend(message_ids(value));
@@ -137,7 +180,6 @@ pub(super) fn report_message_ids(notification: &Notification<'_, '_>) -> Vec<Str
         }
     }
 
-    let message = notification.message;
     if let Some(root) = message.parts.first() {
         for name in ORIGINAL_MESSAGE_ID_FIELDS {
             if let Some(value) = header_text(root, name) {
@@ -176,6 +218,10 @@ mod tests {
         parse_blocks(text)
     }
 
+    fn delivery_report(blocks: &[Block]) -> Option<DeliveryReport> {
+        super::delivery_report(blocks, ReportSource::DeliveryStatus)
+    }
+
     #[test]
     fn failed_recipient_fields_are_read() {
         let report = delivery_report(&blocks(
@@ -187,6 +233,7 @@ mod tests {
         ));
         let expected = DeliveryReport {
             action: ReportAction::Failed,
+            source: ReportSource::DeliveryStatus,
             status: Some("5.1.1".to_string()),
             diagnostic: Some("550 5.1.1 User unknown".to_string()),
             final_recipient: Some("07700900404@sms.nhs.net".to_string()),
@@ -231,6 +278,13 @@ mod tests {
     fn missing_final_recipient_uses_original() {
         let report = delivery_report(&blocks("Original-Recipient: rfc822;07700900123@sms.nhs.net\nAction: failed\n"));
         assert_eq!(report.and_then(|report| report.final_recipient), Some("07700900123@sms.nhs.net".to_string()));
+    }
+
+    #[test]
+    fn reporting_mta_must_name_a_server() {
+        assert!(has_reporting_mta(&blocks("Reporting-MTA: dns; mail.example.org\n\nAction: failed\n")));
+        assert!(!has_reporting_mta(&blocks("Action: failed\nStatus: 5.1.1\n")));
+        assert!(!has_reporting_mta(&blocks("Reporting-MTA: dns;\nAction: failed\n")));
     }
 
     #[test]

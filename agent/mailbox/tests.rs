@@ -25,6 +25,11 @@ struct Expected {
     original_message_id: Option<String>,
     status: Option<String>,
     reply_text: Option<String>,
+    keyword: Option<String>,
+    reason_contains: Option<String>,
+    raw_text: Option<String>,
+    action: Option<String>,
+    source: Option<String>,
     original_message_ids: Option<Vec<String>>,
     diagnostic: Option<String>,
     final_recipient: Option<String>,
@@ -82,6 +87,24 @@ fn corpus_matches_expectations() {
         );
         assert_eq!(report.and_then(|report| report.status.as_deref()), expected.status.as_deref(), "{file}: status");
         assert_eq!(reply.map(|reply| reply.text.as_str()), expected.reply_text.as_deref(), "{file}: reply text");
+        assert_eq!(
+            reply.and_then(|reply| reply.keyword).map(ReplyKeyword::as_str),
+            expected.keyword.as_deref(),
+            "{file}: keyword"
+        );
+
+        if let Some(part) = &expected.reason_contains {
+            assert!(classified.reason.contains(part.as_str()), "{file}: reason {:?}", classified.reason);
+        }
+        if let Some(raw_text) = &expected.raw_text {
+            assert_eq!(reply.map(|reply| reply.raw_text.as_str()), Some(raw_text.as_str()), "{file}: raw text");
+        }
+        if let Some(action) = &expected.action {
+            assert_eq!(report.map(|report| report.action.as_str()), Some(action.as_str()), "{file}: action");
+        }
+        if let Some(source) = &expected.source {
+            assert_eq!(report.map(|report| report.source.as_str()), Some(source.as_str()), "{file}: source");
+        }
 
         if let Some(ids) = &expected.original_message_ids {
             assert_eq!(&classified.original_message_ids, ids, "{file}: original Message-IDs");
@@ -242,6 +265,97 @@ fn long_references_keep_order_without_repeats() {
     let ids = classify(&email, SMS_DOMAIN).original_message_ids;
     assert_eq!(ids.len(), 1000);
     assert_eq!(ids.first().map(String::as_str), Some("r999@example.org"));
+}
+
+/// Returns the parts of a classification that line endings must not change.
+fn outcome(
+    classified: &Classified,
+) -> (InboundKind, Vec<String>, Option<String>, Option<String>, Option<ReplyKeyword>) {
+    (
+        classified.kind,
+        classified.original_message_ids.clone(),
+        classified.report.as_ref().and_then(|report| report.status.clone()),
+        classified.reply.as_ref().map(|reply| reply.text.clone()),
+        classified.reply.as_ref().and_then(|reply| reply.keyword),
+    )
+}
+
+fn with_lf(bytes: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(bytes).replace("\r\n", "\n").into_bytes()
+}
+
+fn with_crlf(bytes: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(&with_lf(bytes)).replace('\n', "\r\n").into_bytes()
+}
+
+#[test]
+fn line_endings_do_not_change_outcome() {
+    for (name, bytes) in corpus_files() {
+        if name.starts_with("garbage") {
+            continue;
+        }
+        let expected = outcome(&classify(&bytes, SMS_DOMAIN));
+        assert_eq!(outcome(&classify(&with_lf(&bytes), SMS_DOMAIN)), expected, "{name} with LF");
+        assert_eq!(outcome(&classify(&with_crlf(&bytes), SMS_DOMAIN)), expected, "{name} with CRLF");
+    }
+}
+
+#[test]
+fn gateway_reply_with_report_text_stays_reply() {
+    let email = b"From: 07700900150@sms.nhs.net\r\nTo: practice@example.org\r\nSubject: SMS reply\r\n\r\n\
+        Action: failed\r\nStatus: 5.1.1\r\n";
+    let classified = classify(email, SMS_DOMAIN);
+    assert_eq!(classified.kind, InboundKind::Reply, "{}", classified.reason);
+    assert_eq!(classified.report, None);
+}
+
+#[test]
+fn ndr_header_on_plain_text_is_forged() {
+    let email = b"From: notices@example.com\r\nSubject: Undeliverable: Reminder\r\n\
+        X-MS-Exchange-Message-Is-Ndr:\r\nContent-Type: text/plain\r\n\r\n\
+        07700900151@sms.nhs.net\r\nRemote Server returned '550 5.1.1 not found'\r\n";
+    let classified = classify(email, SMS_DOMAIN);
+    assert_eq!(classified.kind, InboundKind::Other);
+    assert!(classified.reason.contains("forged or pasted"), "reason {:?}", classified.reason);
+}
+
+#[test]
+fn text_report_with_success_status_is_other() {
+    let email = b"From: postmaster@example.org\r\nSubject: Delivered\r\n\
+        Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n\
+        --b\r\nContent-Type: text/plain\r\n\r\nStatus code: 250 2.0.0\r\n--b--\r\n";
+    let classified = classify(email, SMS_DOMAIN);
+    assert_eq!(classified.kind, InboundKind::Other);
+    assert_eq!(classified.reason, "report without a status part, and its text gives success status 2.0.0");
+}
+
+#[test]
+fn read_receipt_is_no_text_report() {
+    let email = b"From: a@example.org\r\nSubject: Read: Rota\r\n\
+        Content-Type: multipart/report; report-type=Disposition-Notification; boundary=\"b\"\r\n\r\n\
+        --b\r\nContent-Type: text/plain\r\n\r\nRemote Server returned '550 5.1.1 not found'\r\n--b--\r\n";
+    let classified = classify(email, SMS_DOMAIN);
+    assert_eq!(classified.report, None);
+    assert!(classified.reason.contains("forged or pasted"), "reason {:?}", classified.reason);
+}
+
+#[test]
+fn blank_body_and_subject_give_empty_reply() {
+    let email = b"From: 07700900152@sms.nhs.net\r\nSubject:  \r\nMessage-ID: <r@sms.nhs.net>\r\n\r\n\r\n";
+    let reply = classify(email, SMS_DOMAIN).reply.expect("a reply");
+    assert_eq!(reply.text, "");
+    assert_eq!(reply.keyword, None);
+}
+
+#[test]
+fn plain_blank_html_body_is_read() {
+    let email = b"From: 07700900153@sms.nhs.net\r\nSubject: x\r\n\
+        Content-Type: multipart/alternative; boundary=\"a\"\r\n\r\n\
+        --a\r\nContent-Type: text/plain\r\n\r\n \r\n\
+        --a\r\nContent-Type: text/html\r\n\r\n<p>Stop</p>\r\n--a--\r\n";
+    let reply = classify(email, SMS_DOMAIN).reply.expect("a reply");
+    assert_eq!(reply.text, "Stop");
+    assert_eq!(reply.keyword, Some(ReplyKeyword::Stop));
 }
 
 /// A small deterministic generator (xorshift64*), so failures reproduce without a new
