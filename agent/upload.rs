@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{App, UploadTrigger};
 use crate::config::Config;
 use crate::credentials::AfterRejection;
-use crate::mailbox::{self, InboundKind};
+use crate::mailbox::{self, InboundKind, ReplyKeyword};
 use crate::store::{Effect, InboundOutcome, InboundRecord, UploadCounts, UploadReport};
 use crate::transport::TlsSettings;
 use crate::transport::imap::{FetchedMail, ImapClient, ImapErrorKind, ImapSession, ImapSettings};
@@ -265,7 +265,7 @@ fn inbound_record(uidvalidity: u32, mail: FetchedMail, classified: mailbox::Clas
                 from_e164: reply.from.e164().to_string(),
                 text: reply.text.clone(),
                 raw_text: reply.raw_text.clone(),
-                opt_out: opt_out_keyword(&reply.text),
+                opt_out: reply.keyword.map(|keyword| keyword == ReplyKeyword::Stop),
             }
         }
         InboundKind::DelayReport | InboundKind::AutoReply | InboundKind::Other => Effect::None,
@@ -283,16 +283,5 @@ fn inbound_record(uidvalidity: u32, mail: FetchedMail, classified: mailbox::Clas
         reason: classified.reason.clone(),
         candidate_ids: classified.original_message_ids.clone(),
         effect,
-    }
-}
-
-/// Returns `Some(true)` for a STOP reply and `Some(false)` for START, tolerating case, spaces and punctuation.
-// TODO: use the keyword the mailbox classifier extracts once it does, so the rule lives in one place.
-fn opt_out_keyword(text: &str) -> Option<bool> {
-    let word: String = text.chars().filter(|c| c.is_alphanumeric() || c.is_whitespace()).collect();
-    match word.trim().to_ascii_uppercase().as_str() {
-        "STOP" => Some(true),
-        "START" => Some(false),
-        _ => None,
     }
 }
