@@ -8,45 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use nhsmail_agent::proto::{self, MessageStatus, PasswordState};
-use support::{AgentProcess, Clients, REAL_SERVER_LOCK, RealServers, submit, unique_tag, wait_for};
-
-const SEND_LIMIT: Duration = Duration::from_secs(60);
-
-async fn set_password(clients: &mut Clients, password: &str, skip_verification: bool) -> proto::UpdatePasswordResponse {
-    let request =
-        proto::UpdatePasswordRequest { password: password.into(), confirmation: password.into(), skip_verification };
-    clients.connectivity.update_password(request).await.expect("UpdatePassword succeeds").into_inner()
-}
-
-async fn message(clients: &mut Clients, id: &str) -> proto::Message {
-    let request = proto::GetMessageRequest { id: id.into() };
-    clients.messages.get_message(request).await.expect("GetMessage succeeds").into_inner()
-}
-
-async fn wait_for_status(clients: &mut Clients, id: &str, wanted: MessageStatus) -> proto::Message {
-    wait_for(SEND_LIMIT, &format!("message {id} to become {wanted:?}"), || {
-        let mut clients = clients.clone();
-        let id = id.to_string();
-        async move {
-            let found = message(&mut clients, &id).await;
-            (found.status() == wanted).then_some(found)
-        }
-    })
-    .await
-}
-
-/// Runs upload cycles until the message reaches `wanted`, for outcomes that arrive by IMAP.
-async fn upload_until_status(clients: &mut Clients, id: &str, wanted: MessageStatus) -> proto::Message {
-    for _ in 0..60 {
-        clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.expect("TriggerUpload succeeds");
-        let found = message(clients, id).await;
-        if found.status() == wanted {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("message {id} did not become {wanted:?}; it is {:?}", message(clients, id).await.status());
-}
+use support::{
+    AgentProcess, REAL_SERVER_LOCK, RealServers, SEND_LIMIT, message, set_password, submit, unique_tag,
+    upload_until_status, wait_for, wait_for_status,
+};
 
 fn gateway_copies(servers: &RealServers, tag: &str) -> Vec<serde_json::Value> {
     servers

@@ -11,9 +11,11 @@ use chrono::TimeDelta;
 use nhsmail_agent::proto::{self, MessageStatus, PasswordState};
 use nhsmail_sandbox::Policy;
 use serde_json::json;
-use support::{AgentProcess, AuthMode, Clients, TestSandbox, submit, unique_tag, wait_for};
+use support::{
+    AgentProcess, AuthMode, Clients, SEND_LIMIT, TestSandbox, message, set_password, submit, unique_tag,
+    upload_until_status, wait_for, wait_for_status,
+};
 
-const SEND_LIMIT: Duration = Duration::from_secs(60);
 /// A password the sandbox never issued; invented for the tests.
 const WRONG_PASSWORD: &str = "Invented-Wrong-Passw0rd-123";
 /// The password the tests set behind the agent's back, as an administrator would.
@@ -58,42 +60,6 @@ impl Setup {
         let texts = self.sandbox.sent().await;
         texts.into_iter().filter(|text| text["text"].as_str().unwrap_or_default().contains(tag)).collect()
     }
-}
-
-async fn set_password(clients: &mut Clients, password: &str, skip_verification: bool) -> proto::UpdatePasswordResponse {
-    let request =
-        proto::UpdatePasswordRequest { password: password.into(), confirmation: password.into(), skip_verification };
-    clients.connectivity.update_password(request).await.expect("UpdatePassword succeeds").into_inner()
-}
-
-async fn message(clients: &mut Clients, id: &str) -> proto::Message {
-    let request = proto::GetMessageRequest { id: id.into() };
-    clients.messages.get_message(request).await.expect("GetMessage succeeds").into_inner()
-}
-
-async fn wait_for_status(clients: &mut Clients, id: &str, wanted: MessageStatus) -> proto::Message {
-    wait_for(SEND_LIMIT, &format!("message {id} to become {wanted:?}"), || {
-        let mut clients = clients.clone();
-        let id = id.to_string();
-        async move {
-            let found = message(&mut clients, &id).await;
-            (found.status() == wanted).then_some(found)
-        }
-    })
-    .await
-}
-
-/// Runs upload cycles until the message reaches `wanted`, for outcomes that arrive by IMAP.
-async fn upload_until_status(clients: &mut Clients, id: &str, wanted: MessageStatus) -> proto::Message {
-    for _ in 0..60 {
-        clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.expect("TriggerUpload succeeds");
-        let found = message(clients, id).await;
-        if found.status() == wanted {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    panic!("message {id} did not become {wanted:?}; it is {:?}", message(clients, id).await.status());
 }
 
 async fn wait_for_password_state(clients: &mut Clients, wanted: PasswordState) -> proto::Connectivity {

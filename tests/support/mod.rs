@@ -410,3 +410,46 @@ async fn control_request(base: &str, method: &str, path: &str, body: Option<serd
     assert!(status.is_success(), "{method} {path} returned {status}: {}", String::from_utf8_lossy(&body));
     if body.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&body).unwrap() }
 }
+
+/// How long a test waits for a text to reach a state.
+pub const SEND_LIMIT: Duration = Duration::from_secs(60);
+
+pub async fn set_password(
+    clients: &mut Clients,
+    password: &str,
+    skip_verification: bool,
+) -> proto::UpdatePasswordResponse {
+    let request =
+        proto::UpdatePasswordRequest { password: password.into(), confirmation: password.into(), skip_verification };
+    clients.connectivity.update_password(request).await.expect("UpdatePassword succeeds").into_inner()
+}
+
+pub async fn message(clients: &mut Clients, id: &str) -> proto::Message {
+    let request = proto::GetMessageRequest { id: id.into() };
+    clients.messages.get_message(request).await.expect("GetMessage succeeds").into_inner()
+}
+
+pub async fn wait_for_status(clients: &mut Clients, id: &str, wanted: proto::MessageStatus) -> proto::Message {
+    wait_for(SEND_LIMIT, &format!("message {id} to become {wanted:?}"), || {
+        let mut clients = clients.clone();
+        let id = id.to_string();
+        async move {
+            let found = message(&mut clients, &id).await;
+            (found.status() == wanted).then_some(found)
+        }
+    })
+    .await
+}
+
+/// Runs upload cycles until the message reaches `wanted`, for outcomes that arrive by IMAP.
+pub async fn upload_until_status(clients: &mut Clients, id: &str, wanted: proto::MessageStatus) -> proto::Message {
+    for _ in 0..60 {
+        clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.expect("TriggerUpload succeeds");
+        let found = message(clients, id).await;
+        if found.status() == wanted {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("message {id} did not become {wanted:?}; it is {:?}", message(clients, id).await.status());
+}
