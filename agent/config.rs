@@ -434,11 +434,11 @@ fn resolve_nhsmail<E: Fn(&str) -> Option<String>>(
         ("[nhsmail] imap_security", "NHSMAIL_IMAP_SECURITY", raw.imap_security, Security::Tls),
     )?;
 
-    let ca_file = resolver.pick("NHSMAIL_CA_FILE", raw.ca_file).map(|source| PathBuf::from(source.value));
-    if let Some(path) = &ca_file
+    let ca_source = resolver.pick("NHSMAIL_CA_FILE", raw.ca_file);
+    let ca_file = ca_source.as_ref().map(|source| PathBuf::from(&source.value));
+    if let (Some(path), Some(source)) = (&ca_file, ca_source)
         && !path.is_file()
     {
-        let source = Source { value: path.display().to_string(), origin: "[nhsmail] ca_file".into() };
         return Err(invalid("[nhsmail] ca_file", source, "the file does not exist or is not a regular file".into()));
     }
 

@@ -318,6 +318,10 @@ async fn login(
     };
     let username = credentials.username.clone();
     let server = context.server.clone();
+    let error = match error {
+        Error::No(response) => Error::No(server_text(&response)),
+        other => other,
+    };
     Err(match error {
         Error::No(response) if response.to_ascii_uppercase().contains("[UNAVAILABLE]") => {
             ImapError::LoginUnavailable { server, username, response }
@@ -389,4 +393,31 @@ fn uid_set(uids: &[u32]) -> String {
         index += 1;
     }
     parts.join(",")
+}
+
+/// Returns the server's own words from async-imap's rendering of a NO reply, which looks like
+/// `code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")`; other text is returned as it is.
+fn server_text(response: &str) -> String {
+    let Some(start) = response.find("info: Some(\"") else { return response.to_string() };
+    let rest = &response[start + "info: Some(\"".len()..];
+    match rest.rfind("\")") {
+        Some(end) => rest[..end].replace("\\\"", "\""),
+        None => response.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod server_text_tests {
+    use super::server_text;
+
+    #[test]
+    fn no_reply_keeps_server_words() {
+        let rendered = r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#;
+        assert_eq!(server_text(rendered), "[AUTHENTICATIONFAILED] Authentication failed.");
+    }
+
+    #[test]
+    fn plain_reply_is_unchanged() {
+        assert_eq!(server_text("LOGIN failed"), "LOGIN failed");
+    }
 }
