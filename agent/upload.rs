@@ -214,7 +214,7 @@ async fn collect_new_mail(app: &App, session: &mut ImapSession, counts: &mut Upl
             let classified = mailbox::classify(&mail.raw, &app.config.nhsmail.sms_domain);
             let kind = classified.kind;
             let uid = mail.uid;
-            let record = inbound_record(status.uidvalidity, mail, classified);
+            let record = inbound_record(status.uidvalidity, mail, classified, &app.config.nhsmail.sms_domain);
             let outcome = app
                 .store
                 .record_inbound(record, Utc::now())
@@ -241,7 +241,12 @@ fn count_new_mail(counts: &mut UploadCounts, kind: InboundKind, matched: bool) {
     }
 }
 
-fn inbound_record(uidvalidity: u32, mail: FetchedMail, classified: mailbox::Classified) -> InboundRecord {
+fn inbound_record(
+    uidvalidity: u32,
+    mail: FetchedMail,
+    classified: mailbox::Classified,
+    sms_domain: &str,
+) -> InboundRecord {
     let effect = match classified.kind {
         InboundKind::FailureReport => {
             let detail = classified.report.as_ref();
@@ -282,6 +287,13 @@ fn inbound_record(uidvalidity: u32, mail: FetchedMail, classified: mailbox::Clas
         raw: mail.raw,
         reason: classified.reason.clone(),
         candidate_ids: classified.original_message_ids.clone(),
+        recipient_e164: report_recipient(&classified, sms_domain),
         effect,
     }
+}
+
+/// Returns the number a report is about, from its final recipient such as `rfc822; 07700900123@sms.nhs.net`.
+fn report_recipient(classified: &mailbox::Classified, sms_domain: &str) -> Option<String> {
+    let recipient = classified.report.as_ref()?.final_recipient.as_deref()?;
+    crate::sms::number_from_gateway_address(recipient, sms_domain).map(|number| number.e164().to_string())
 }

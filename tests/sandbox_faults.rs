@@ -271,3 +271,36 @@ async fn stop_reply_opts_number_out() {
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(status.message().contains("+447700900962 opted out"), "{}", status.message());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_arriving_while_down_is_recorded_once() {
+    let mut harness = SandboxAgent::start().await;
+    let numbers = ["07700900151", "07700900905", "07700900947"];
+    let mut ids = Vec::new();
+    for number in numbers {
+        ids.push(harness.submit(number, "Your blood test results are back.").await);
+    }
+    for id in &ids {
+        harness.wait_for_status(id, MessageStatus::Sent).await;
+    }
+
+    // The receipts, the failure report and the reply reach the mailbox while the agent is down.
+    harness.agent.kill();
+    harness.control.wait_for_gateway("delivered", 2).await;
+    harness.control.wait_for_gateway("replied", 1).await;
+    harness.restart_with_mailbox(support::NO_IDLE).await;
+    harness.upload().await;
+    let again = harness.upload().await;
+
+    assert_eq!(again.mail_collected, 0, "the second cycle finds nothing new: {again:?}");
+    let delivered = harness.message(&ids[0]).await;
+    assert_eq!(transitions_to(&delivered, MessageStatus::Delivered).len(), 1, "one receipt recorded");
+    let failed = harness.message(&ids[1]).await;
+    assert_eq!(
+        transitions_to(&failed, MessageStatus::Failed).len(),
+        1,
+        "one failure recorded: {}",
+        failed.status_reason
+    );
+    assert_eq!(harness.replies_to(&ids[2]).await.len(), 1, "the reply is recorded once");
+}

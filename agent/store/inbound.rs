@@ -15,6 +15,9 @@ use crate::queue::{MessageStatus, can_transition};
 
 /// How far back a reply that names no message is matched to the latest text sent to its number.
 pub const REPLY_MATCH_WINDOW: TimeDelta = TimeDelta::days(7);
+/// How far back a report without a matching Message-ID is matched by its number: the agent's default maximum
+/// lifetime of a text, 72 hours, since a text is not sent later than that.
+pub const REPORT_MATCH_WINDOW: TimeDelta = TimeDelta::hours(72);
 
 /// One classified email, ready to be recorded.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,6 +37,9 @@ pub struct InboundRecord {
     pub reason: String,
     /// Message-IDs of the original message this email may refer to, strongest evidence first.
     pub candidate_ids: Vec<String>,
+    /// For a report, the number it is about (its final recipient), used to match it by number and time when no
+    /// Message-ID matches.
+    pub recipient_e164: Option<String>,
     pub effect: Effect,
 }
 
@@ -310,6 +316,9 @@ fn match_message(connection: &Connection, record: &InboundRecord) -> rusqlite::R
         }
     }
 
+    if let (Effect::Failed { .. } | Effect::Delivered, Some(number)) = (&record.effect, &record.recipient_e164) {
+        return match_report_by_number(connection, number, record.received_at);
+    }
     let Effect::Reply { from_e164, .. } = &record.effect else {
         return Ok(None);
     };
@@ -329,6 +338,28 @@ fn match_message(connection: &Connection, record: &InboundRecord) -> rusqlite::R
             |row| row.get(0),
         )
         .optional()
+}
+
+/// Returns the one text sent to `number` within [`REPORT_MATCH_WINDOW`] before `received_at` that still awaits its
+/// outcome. With two or more such texts the report is ambiguous and matches none, so it cannot fail the wrong one.
+fn match_report_by_number(
+    connection: &Connection,
+    number: &str,
+    received_at: DateTime<Utc>,
+) -> rusqlite::Result<Option<String>> {
+    let ids: Vec<String> = connection
+        .prepare_cached(
+            "SELECT id FROM messages \
+             WHERE to_e164 = ?1 AND sent_at IS NOT NULL AND sent_at BETWEEN ?2 AND ?3 \
+                 AND status IN ('sent', 'uncertain') \
+             ORDER BY sent_at DESC LIMIT 2",
+        )?
+        .query_map(
+            params![number, to_millis(received_at) - REPORT_MATCH_WINDOW.num_milliseconds(), to_millis(received_at)],
+            |row| row.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(if ids.len() == 1 { ids.into_iter().next() } else { None })
 }
 
 fn insert_inbound(

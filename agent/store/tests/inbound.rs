@@ -20,6 +20,7 @@ fn email(uidvalidity: u32, uid: u32, message_id: &str) -> InboundRecord {
         raw: b"From: postmaster@example.org\r\n\r\nbody".to_vec(),
         reason: String::from("test"),
         candidate_ids: Vec::new(),
+        recipient_e164: None,
         effect: Effect::None,
     }
 }
@@ -275,4 +276,37 @@ async fn reread_email_without_message_id_is_seen() {
 
     assert_eq!(again, InboundOutcome::AlreadySeen);
     assert_eq!(query_count(&fixture.store, "SELECT count(*) FROM inbound_mail"), 1);
+}
+
+fn failure_report_for_number(uid: u32, e164: &str, received_after: i64) -> InboundRecord {
+    let mut record = email(7, uid, &format!("report-{uid}@example.org"));
+    record.kind = String::from("failure_report");
+    record.received_at = at(received_after);
+    record.recipient_e164 = Some(String::from(e164));
+    record.effect = Effect::Failed { reason: String::from("failure report: 5.1.1") };
+    record
+}
+
+#[tokio::test]
+async fn report_without_id_matches_by_number() {
+    let fixture = open_store();
+    let id = sent_message(&fixture, 21, "sent-21@example.org", 60).await;
+
+    let outcome = fixture.store.record_inbound(failure_report_for_number(1, "+447700900021", 120), t0()).await.unwrap();
+
+    assert_eq!(outcome, InboundOutcome::Recorded { matched_message_id: Some(id.clone()), status_changed: true });
+    assert_eq!(status_of(&fixture.store, &id).await, MessageStatus::Failed);
+}
+
+#[tokio::test]
+async fn ambiguous_report_matches_nothing() {
+    let fixture = open_store();
+    let first = sent_message(&fixture, 22, "sent-22a@example.org", 60).await;
+    let second = sent_message(&fixture, 22, "sent-22b@example.org", 70).await;
+
+    let outcome = fixture.store.record_inbound(failure_report_for_number(1, "+447700900022", 120), t0()).await.unwrap();
+
+    assert_eq!(outcome, InboundOutcome::Recorded { matched_message_id: None, status_changed: false });
+    assert_eq!(status_of(&fixture.store, &first).await, MessageStatus::Sent);
+    assert_eq!(status_of(&fixture.store, &second).await, MessageStatus::Sent);
 }

@@ -15,6 +15,7 @@ fn reply(uid: u32, number: u32, text: &str, opt_out: Option<bool>) -> InboundRec
         raw: text.as_bytes().to_vec(),
         reason: String::from("test"),
         candidate_ids: Vec::new(),
+        recipient_e164: None,
         effect: Effect::Reply {
             from_e164: format!("+447700900{number:03}"),
             text: text.to_string(),

@@ -14,6 +14,7 @@ fn inbound(uid: u32, kind: &str, candidate: Option<&str>) -> InboundRecord {
         raw: format!("Subject: Email {uid}\r\n\r\nbody").into_bytes(),
         reason: String::from("test"),
         candidate_ids: candidate.map(|id| vec![id.to_string()]).unwrap_or_default(),
+        recipient_e164: None,
         effect: if kind == "failure_report" { Effect::Failed { reason: "5.1.1".into() } } else { Effect::None },
     }
 }
