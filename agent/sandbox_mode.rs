@@ -28,7 +28,7 @@ const CLIENT_ID: &str = "nhsmail-agent-sandbox";
 /// How often the store is read to notice a text that was just handed to the sandbox.
 const SEND_POLL: Duration = Duration::from_millis(500);
 /// After a send: when to collect the receipt, and when to collect what follows it (a reply, or a receipt after a
-/// delay report). The sandbox answers after its receipt delay, 1 s by default, and again one delay later.
+/// delay report). The sandbox sends them after its receipt delay, 1 s by default, and again one delay later.
 const FIRST_COLLECTION: Duration = Duration::from_millis(1500);
 const FOLLOW_UP_COLLECTION: Duration = Duration::from_millis(3500);
 /// The number and text of the command printed for a first try.
@@ -214,7 +214,7 @@ fn number_ranges() -> String {
     ranges.join("; ")
 }
 
-/// Quotes a path for a POSIX shell when it holds anything but common file name characters.
+/// Quotes a path for a POSIX shell when it contains anything but common file name characters.
 fn shell_word(path: &Path) -> String {
     let text = path.display().to_string();
     let plain = text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+,:@".contains(c));

@@ -186,7 +186,7 @@ impl CredentialManager {
     /// may first run a grant at the token endpoint.
     ///
     /// Holding the lock across connect and authentication means two tasks can never both fail with the same
-    /// rejected password: the second one sees the rejection recorded by the first.
+    /// rejected password: the second one finds the rejection recorded by the first.
     pub async fn sign_in(&self) -> Result<SignIn<'_>, CredentialError> {
         let lock = self.sign_in_lock.lock().await;
         let (username, password) = self.usable_password()?;

@@ -39,7 +39,7 @@ impl Default for Policy {
     }
 }
 
-/// Why a sign-in was rejected. The messages are safe to send to the client.
+/// The reason a sign-in was rejected. The messages are safe to send to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
     #[error("invalid username or password")]
@@ -52,7 +52,7 @@ pub enum SignInError {
     InvalidToken,
 }
 
-/// Why a new password was rejected.
+/// The reason a new password was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error("new password is shorter than {0} characters")]

@@ -39,7 +39,7 @@ pub fn parse_gateway_address(address: &str) -> Result<String, RecipientError> {
     }
 }
 
-/// What the gateway does with a text, chosen by the number it goes to.
+/// The gateway's handling of a text, chosen by the number it goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {

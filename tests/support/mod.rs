@@ -72,7 +72,7 @@ impl RealServers {
         self.var("NHSMAIL_TEST_PASSWORD")
     }
 
-    /// An agent config for this stack: SMTP submission with STARTTLS, IMAP with implicit TLS.
+    /// Returns an agent config for this stack: SMTP submission with STARTTLS, IMAP with implicit TLS.
     pub fn agent_config(&self, extra: &str) -> String {
         format!(
             "[agent]\nupload_interval_minutes = 1440\n\n[nhsmail]\nusername = \"{username}\"\nsmtp_host = \"127.0.0.1\"\n\
@@ -94,7 +94,7 @@ impl RealServers {
         String::from_utf8(output.stdout).expect("mailbox.py prints UTF-8")
     }
 
-    /// Every email the SMS gateway mailbox holds.
+    /// Returns every email in the SMS gateway mailbox.
     pub fn gateway_messages(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.mailbox_tool(&["gateway-messages"])).expect("mailbox.py prints JSON")
     }
@@ -293,7 +293,7 @@ pub fn submit(to: &str, text: &str) -> proto::SubmitMessageRequest {
     proto::SubmitMessageRequest { to: to.into(), text: text.into(), ..Default::default() }
 }
 
-/// A short random tag that makes a test's texts unique in the shared gateway mailbox.
+/// Returns a short random tag that makes a test's texts unique in the shared gateway mailbox.
 pub fn unique_tag() -> String {
     uuid::Uuid::now_v7().simple().to_string()[20..].to_string()
 }
