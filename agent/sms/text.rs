@@ -372,6 +372,14 @@ mod tests {
                 format!("ç{}", "a".repeat(402)),
                 TextError::TooLong { length: 403, max: 402, encoding: Encoding::Ucs2, first_non_gsm: Some('ç') },
             ),
+            ("zero-width only", "\u{200B}\u{FEFF}".to_string(), TextError::Empty),
+            ("soft hyphen and space", "\u{00AD} ".to_string(), TextError::Empty),
+            (
+                "euros at part boundaries",
+                format!("{}{}", format!("{}€", "a".repeat(152)).repeat(5), "a".repeat(148)),
+                TextError::TooManyParts { parts: 7, max_parts: 6 },
+            ),
+            ("emoji at part boundaries", "😀".repeat(201), TextError::TooManyParts { parts: 7, max_parts: 6 }),
         ];
         for (name, text, expected) in cases {
             assert_eq!(validate_text(&text, DEFAULT_MAX), Err(expected), "case {name}");
