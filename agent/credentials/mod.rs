@@ -8,6 +8,7 @@
 //! token, obtained with the password when the cached one is missing or near expiry, and a rejected password grant
 //! counts as a rejected password.
 
+pub mod generator;
 mod tokens;
 pub mod vault;
 
