@@ -20,10 +20,43 @@ pub enum AuthError {
     EmptyToken { path: PathBuf },
 }
 
+/// What a token may do, from most to least: `admin` does everything, including revealing the password;
+/// `operator` manages connectivity, the password and uploads; `submitter` sends messages; `viewer` only reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Submitter,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Submitter => "submitter",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Returns whether this role may make a call that needs `required`. Submitters and operators each have
+    /// rights the other lacks; only admin covers both.
+    pub fn allows(self, required: Role) -> bool {
+        match (self, required) {
+            (Role::Admin, _) => true,
+            (_, Role::Viewer) => true,
+            (Role::Submitter, Role::Operator) | (Role::Operator, Role::Submitter) => false,
+            (held, required) => held >= required,
+        }
+    }
+}
+
 /// The identity a valid token stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub name: String,
+    pub role: Role,
 }
 
 /// The accepted tokens, as hashes.
@@ -68,7 +101,7 @@ impl TokenAuthority {
     pub fn verify(&self, presented: &str) -> Option<Caller> {
         let presented = hash(presented.trim());
         let difference = presented.iter().zip(self.admin_hash.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        (difference == 0).then(|| Caller { name: "admin".into() })
+        (difference == 0).then(|| Caller { name: "admin".into(), role: Role::Admin })
     }
 }
 
@@ -91,7 +124,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let authority = TokenAuthority::load_or_create(dir.path()).unwrap();
         let token = std::fs::read_to_string(admin_token_path(dir.path())).unwrap();
-        assert_eq!(authority.verify(&token), Some(Caller { name: "admin".into() }));
+        assert_eq!(authority.verify(&token), Some(Caller { name: "admin".into(), role: Role::Admin }));
+    }
+
+    #[test]
+    fn roles_allow_their_own_calls_only() {
+        let cases = [
+            (Role::Admin, Role::Operator, true),
+            (Role::Admin, Role::Admin, true),
+            (Role::Operator, Role::Admin, false),
+            (Role::Operator, Role::Submitter, false),
+            (Role::Operator, Role::Viewer, true),
+            (Role::Submitter, Role::Operator, false),
+            (Role::Submitter, Role::Submitter, true),
+            (Role::Viewer, Role::Submitter, false),
+            (Role::Viewer, Role::Viewer, true),
+        ];
+        for (held, required, allowed) in cases {
+            assert_eq!(held.allows(required), allowed, "{held:?} calling a {required:?} rpc");
+        }
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::logged;
+use super::{authorize, logged};
 use crate::app::{App, ConnectivityUpdate};
+use crate::auth::Role;
 use crate::proto;
 
 pub struct ConnectivityApi {
@@ -26,6 +27,7 @@ impl proto::connectivity_service_server::ConnectivityService for ConnectivityApi
         &self,
         request: Request<proto::UpdateConnectivityRequest>,
     ) -> Result<Response<proto::Connectivity>, Status> {
+        authorize(&request, Role::Operator)?;
         let request = request.into_inner();
         let update = ConnectivityUpdate {
             upload_interval_minutes: request.upload_interval_minutes,
@@ -40,6 +42,7 @@ impl proto::connectivity_service_server::ConnectivityService for ConnectivityApi
         &self,
         request: Request<proto::UpdatePasswordRequest>,
     ) -> Result<Response<proto::UpdatePasswordResponse>, Status> {
+        authorize(&request, Role::Operator)?;
         let request = request.into_inner();
         logged("UpdatePassword", async {
             let verified =

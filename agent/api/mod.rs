@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
 use crate::app::{App, AppError};
-use crate::auth::{Caller, TokenAuthority};
+use crate::auth::{Caller, Role, TokenAuthority};
 use crate::proto;
 
 pub use convert::status_from_error;
@@ -87,6 +87,25 @@ fn authenticate(authority: &TokenAuthority, mut request: Request<()>) -> Result<
             tracing::warn!(peer = ?request.remote_addr(), "rejected a call with an unknown token");
             Err(Status::unauthenticated("unknown token"))
         }
+    }
+}
+
+/// Returns the caller if its role allows a call that needs `required`, or `permission denied` naming both roles.
+fn authorize<T>(request: &Request<T>, required: Role) -> Result<Caller, Status> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing bearer token; send `authorization: Bearer <token>`"))?;
+    if caller.role.allows(required) {
+        Ok(caller)
+    } else {
+        Err(Status::permission_denied(format!(
+            "the token \"{}\" has the {} role; this call needs {}",
+            caller.name,
+            caller.role.as_str(),
+            required.as_str()
+        )))
     }
 }
 

@@ -7,6 +7,7 @@
 //!
 //! Times are stored as integer Unix milliseconds (UTC), so finer precision in a passed-in time is truncated.
 
+mod audit;
 mod credential;
 mod feed;
 mod inbound;
@@ -35,6 +36,7 @@ use rusqlite::{
 
 use crate::queue::{MessageStatus, Priority};
 
+pub use audit::{AuditEvent, AuditRecord};
 pub use credential::{CredentialRecord, CredentialStatus, EncryptedPassword, PendingPassword};
 pub use feed::FeedEvent;
 pub use inbound::{Effect, ImapState, InboundOutcome, InboundRecord, ReplyFilter, ReplyRecord};

@@ -17,7 +17,8 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// Schema steps: step `i` takes `user_version` from `i` to `i + 1`. Append new steps; never edit a released one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
+const MIGRATIONS: &[&str] =
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
 
 /// The schema version this code writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -84,6 +85,41 @@ ALTER TABLE inbound_mail ADD COLUMN moved_at INTEGER;
 CREATE INDEX inbound_mail_unmoved ON inbound_mail (mailbox, uidvalidity) WHERE moved_at IS NULL;
 ALTER TABLE upload_reports ADD COLUMN mail_moved INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE upload_reports ADD COLUMN mail_deleted INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Password rotation and the audit trail. `rotation_state` is `idle`, `rotating` or `needs_attention`;
+/// `failed_sign_ins` counts the server's rejections since the password was last set. The history keeps salted
+/// hashes only, of past passwords (`used`) and of candidates the server refused (`refused`).
+const MIGRATION_7: &str = "
+ALTER TABLE credential ADD COLUMN rotation_state TEXT NOT NULL DEFAULT 'idle'
+    CHECK (rotation_state IN ('idle', 'rotating', 'needs_attention'));
+ALTER TABLE credential ADD COLUMN rotation_failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE credential ADD COLUMN next_rotation_at INTEGER;
+ALTER TABLE credential ADD COLUMN last_rotation_at INTEGER;
+ALTER TABLE credential ADD COLUMN last_rotation_outcome TEXT;
+ALTER TABLE credential ADD COLUMN failed_sign_ins INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE credential ADD COLUMN blocked_sign_ins INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE password_history (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('used', 'refused')),
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE audit_events (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    caller TEXT NOT NULL,
+    role TEXT NOT NULL,
+    peer TEXT,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    outcome TEXT NOT NULL,
+    detail TEXT
+) STRICT;
+CREATE INDEX audit_events_at ON audit_events (at);
 ";
 
 /// Times are integer Unix milliseconds, UTC. `priority_rank` and `due_at` are generated so that the claim index can
