@@ -20,8 +20,8 @@ pub enum AuthError {
     EmptyToken { path: PathBuf },
 }
 
-/// What a token may do, from most to least: `admin` does everything, including revealing the password;
-/// `operator` manages connectivity, the password and uploads; `submitter` sends messages; `viewer` only reads.
+/// The rights a token carries. An `admin` may do everything, including reveal the password. An `operator` manages
+/// connectivity, the password and uploads, a `submitter` sends messages and a `viewer` only reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     Viewer,

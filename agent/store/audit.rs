@@ -17,9 +17,9 @@ pub struct AuditEvent {
     pub peer: Option<String>,
     /// The RPC's name, or a step of an internal process such as `rotation.change`.
     pub action: String,
-    /// What the action was applied to, for example a message id; empty when there is nothing more specific.
+    /// The object of the action, for example a message id. Empty when there is nothing more specific.
     pub target: String,
-    /// `ok`, or a short word for what went wrong, such as `refused` or `failed`.
+    /// The result: `ok`, or a short word for what went wrong, such as `rejected` or `failed`.
     pub outcome: String,
     /// One sentence of explanation, never a secret.
     pub detail: Option<String>,
