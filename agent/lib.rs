@@ -29,6 +29,7 @@ pub mod mailbox;
 pub mod oauth;
 pub mod paths;
 pub mod queue;
+pub mod rotation;
 pub mod secret;
 pub mod sender;
 pub mod sms;
