@@ -15,9 +15,8 @@ use crate::rotation::{Actor, RotationOutcome, RotationRequest, schedule};
 use crate::secret::Secret;
 use crate::sms::{self, Encoding};
 use crate::store::{
-    AuditEvent,
-    EventRecord, FeedEvent, InboundEmail, MessageRecord, NewMessage, OptOut, OptOutSource, ReplyFilter, ReplyRecord,
-    Store, StoreError, Submission, UploadReport,
+    AuditEvent, EventRecord, FeedEvent, InboundEmail, MessageRecord, NewMessage, OptOut, OptOutSource, ReplyFilter,
+    ReplyRecord, Store, StoreError, Submission, UploadReport,
 };
 use crate::transport::Credentials;
 use crate::transport::imap::{ImapClient, ImapErrorKind};
@@ -603,10 +602,9 @@ impl App {
     /// Rotates the password now and returns how the attempt ended.
     pub async fn rotate_password(&self, actor: Actor) -> Result<RotationOutcome, AppError> {
         let (reply, outcome) = oneshot::channel();
-        self.rotation_requests
-            .send((actor, reply))
-            .await
-            .map_err(|_| AppError::Unavailable("password rotation is not running; the agent is shutting down".into()))?;
+        self.rotation_requests.send((actor, reply)).await.map_err(|_| {
+            AppError::Unavailable("password rotation is not running; the agent is shutting down".into())
+        })?;
         outcome.await.map_err(|_| AppError::Unavailable("password rotation stopped before it finished".into()))?
     }
 
@@ -626,7 +624,9 @@ impl App {
                 detail: None,
             })
             .await?;
-        password.ok_or_else(|| AppError::FailedPrecondition("no mailbox password is set, so there is nothing to reveal".into()))
+        password.ok_or_else(|| {
+            AppError::FailedPrecondition("no mailbox password is set, so there is nothing to reveal".into())
+        })
     }
 
     /// Runs an upload cycle now, or joins the one already running, and returns its report.

@@ -8,8 +8,8 @@ use super::convert;
 use super::{authorize, logged};
 use crate::app::{App, ConnectivityUpdate};
 use crate::auth::{Caller, Role};
-use crate::rotation::Actor;
 use crate::proto;
+use crate::rotation::Actor;
 
 pub struct ConnectivityApi {
     pub app: Arc<App>,

@@ -192,7 +192,8 @@ impl CredentialManager {
         };
         let pending = match record.as_ref().and_then(|record| record.pending.as_ref()) {
             Some(pending) => {
-                let sealed = Sealed { nonce: pending.password.nonce.clone(), ciphertext: pending.password.ciphertext.clone() };
+                let sealed =
+                    Sealed { nonce: pending.password.nonce.clone(), ciphertext: pending.password.ciphertext.clone() };
                 Some(vault.open(&sealed)?)
             }
             None => None,
@@ -286,7 +287,11 @@ impl CredentialManager {
     ) -> Result<AfterRejection, CredentialError> {
         match credentials.kind {
             SecretKind::Password => {
-                let stale = self.lock_inner().password.as_ref().is_some_and(|current| current.expose() != credentials.secret.expose());
+                let stale = self
+                    .lock_inner()
+                    .password
+                    .as_ref()
+                    .is_some_and(|current| current.expose() != credentials.secret.expose());
                 if stale {
                     // A password replaced since this sign-in began says nothing about the current one.
                     tracing::info!(error, "the server rejected a password that has since been replaced");
@@ -387,7 +392,11 @@ impl CredentialManager {
             inner.set_at = Some(now);
             inner.status = status;
             inner.pending = None;
-            inner.rotation = RotationRecord { last_at: inner.rotation.last_at, last_outcome: inner.rotation.last_outcome.clone(), ..RotationRecord::default() };
+            inner.rotation = RotationRecord {
+                last_at: inner.rotation.last_at,
+                last_outcome: inner.rotation.last_outcome.clone(),
+                ..RotationRecord::default()
+            };
         }
         self.lock_tokens().clear();
         self.generation.send_modify(|generation| *generation += 1);
@@ -540,7 +549,8 @@ impl CredentialManager {
                 rejected: false,
                 failed_sign_ins: 0,
             };
-            inner.rotation = RotationRecord { last_at: Some(now), last_outcome: Some(outcome.into()), ..RotationRecord::default() };
+            inner.rotation =
+                RotationRecord { last_at: Some(now), last_outcome: Some(outcome.into()), ..RotationRecord::default() };
         }
         self.lock_tokens().clear();
         self.generation.send_modify(|generation| *generation += 1);

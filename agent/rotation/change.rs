@@ -100,10 +100,7 @@ impl PasswordChanger {
         }
     }
 
-    async fn exchange(
-        &self,
-        request: http::Request<Full<Bytes>>,
-    ) -> Result<(hyper::StatusCode, Bytes), ChangeError> {
+    async fn exchange(&self, request: http::Request<Full<Bytes>>) -> Result<(hyper::StatusCode, Bytes), ChangeError> {
         let unknown = |reason: String| ChangeError::Unknown(reason);
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await

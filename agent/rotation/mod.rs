@@ -135,7 +135,8 @@ pub fn changer_for(app: &App) -> Result<PasswordChanger, String> {
         (Some(url), _) => url.clone(),
         (None, Some(graph)) => {
             let joined = format!("{}/me/changePassword", graph.as_str().trim_end_matches('/'));
-            url::Url::parse(&joined).map_err(|error| format!("cannot build the change URL from [nhsmail] graph_url: {error}"))?
+            url::Url::parse(&joined)
+                .map_err(|error| format!("cannot build the change URL from [nhsmail] graph_url: {error}"))?
         }
         (None, None) => {
             return Err("automatic password changes need [nhsmail] graph_url or [password] change_url".into());
@@ -267,7 +268,9 @@ impl Engine {
             used.iter().any(|hash| history::matches(hash, candidate))
         }) {
             Ok(candidate) => candidate,
-            Err(error) => return self.give_up(actor, format!("cannot generate a new password: {error}"), None, failures).await,
+            Err(error) => {
+                return self.give_up(actor, format!("cannot generate a new password: {error}"), None, failures).await;
+            }
         };
 
         failpoint::hit("rotation.before_store_pending");
@@ -467,7 +470,11 @@ impl Engine {
             if tokio::time::Instant::now() + VERIFY_RETRY >= deadline {
                 return Attempt::Unavailable(format!("the new password was not confirmed in time: {reason}"));
             }
-            tracing::warn!(reason, delay_ms = VERIFY_RETRY.as_millis() as u64, "new password not confirmed yet; retrying");
+            tracing::warn!(
+                reason,
+                delay_ms = VERIFY_RETRY.as_millis() as u64,
+                "new password not confirmed yet; retrying"
+            );
             tokio::time::sleep(VERIFY_RETRY).await;
         }
     }

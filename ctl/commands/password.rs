@@ -5,8 +5,7 @@ use std::fmt;
 use std::io::{self, BufRead, IsTerminal};
 
 use nhsmail_agent::proto::{
-    RevealPasswordRequest, RotatePasswordRequest, RotatePasswordResponse, UpdatePasswordRequest,
-    UpdatePasswordResponse,
+    RevealPasswordRequest, RotatePasswordRequest, RotatePasswordResponse, UpdatePasswordRequest, UpdatePasswordResponse,
 };
 
 use crate::cli::{OutputFormat, PasswordRevealArgs, PasswordSetArgs};

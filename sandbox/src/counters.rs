@@ -52,7 +52,14 @@ impl Default for CounterValues {
             .collect();
         let messages = MESSAGE_OUTCOMES.iter().map(|name| (*name, 0)).collect();
         let token_grants = ["password", "refresh_token"].into_iter().map(|name| (name, 0)).collect();
-        CounterValues { sign_ins, lockouts: 0, password_changes: 0, messages, token_grants, faults_fired: BTreeMap::new() }
+        CounterValues {
+            sign_ins,
+            lockouts: 0,
+            password_changes: 0,
+            messages,
+            token_grants,
+            faults_fired: BTreeMap::new(),
+        }
     }
 }
 
