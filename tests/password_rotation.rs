@@ -286,3 +286,31 @@ async fn unmanaged_password_only_warns() {
     let message = &warning.expect("an expiry warning").message;
     assert!(message.contains("expires in 9 days"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_propagation_waited_out() {
+    let rig = RotationRig::start().await;
+    arm(&rig, json!({ "kind": "change_propagation", "delay_ms": 2000 })).await;
+
+    let response = rig.rotate().await.expect("RotatePassword succeeds");
+
+    assert!(response.rotated, "{}", response.outcome);
+    assert_eq!(rig.reveal().await, rig.server_password().await);
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 0, "temporary refusals are not failures");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unconfirmed_change_reconciled_later() {
+    let rig = RotationRig::start().await;
+    arm(&rig, json!({ "kind": "change_propagation", "delay_ms": 8000 })).await;
+
+    let response = rig.rotate().await.expect("RotatePassword returns an outcome");
+    assert!(!response.rotated, "not confirmed within the 5 s propagation wait: {}", response.outcome);
+    let waiting = rig.connectivity().await;
+    assert_eq!(waiting.password_state(), PasswordState::Rotating);
+    assert!(waiting.pending_password, "the new password stays pending");
+
+    rig.wait_until_settled().await;
+    assert_eq!(rig.reveal().await, rig.server_password().await);
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 0);
+}

@@ -50,6 +50,9 @@ pub enum SignInError {
     Expired { since: DateTime<Utc> },
     #[error("invalid or expired access token")]
     InvalidToken,
+    /// The password was changed moments ago and has not reached this server yet. Not a failed sign-in.
+    #[error("the new password is still propagating; try again shortly")]
+    Propagating,
 }
 
 /// The reason a new password was rejected.
@@ -113,6 +116,9 @@ struct AccountFile {
     locked_until: Option<DateTime<Utc>>,
     access_tokens: Vec<StoredToken>,
     refresh_tokens: Vec<StoredToken>,
+    /// Until then, sign-ins with the current password fail for now, as while a change replicates.
+    #[serde(default)]
+    propagating_until: Option<DateTime<Utc>>,
 }
 
 /// The account as the control API shows it. It includes the password: this is a sandbox.
@@ -167,6 +173,7 @@ impl Account {
             locked_until: None,
             access_tokens: Vec::new(),
             refresh_tokens: Vec::new(),
+            propagating_until: None,
         };
         let account = Account { file, path, policy };
         account.save()?;
@@ -213,7 +220,10 @@ impl Account {
         counters: &Counters,
     ) -> Result<(), SignInError> {
         let outcome = self.check_password(username, password, now, counters);
-        counters.sign_in(protocol, outcome.is_ok());
+        // A temporary refusal of the right password is neither a success nor a failure toward the lockout.
+        if !matches!(outcome, Err(SignInError::Propagating)) {
+            counters.sign_in(protocol, outcome.is_ok());
+        }
         if let Err(error) = self.save() {
             tracing::error!(%error, "failed to save the account");
         }
@@ -244,10 +254,19 @@ impl Account {
             return Err(SignInError::InvalidCredentials);
         }
         self.file.failed_sign_ins = 0;
+        if self.file.propagating_until.is_some_and(|until| now < until) {
+            return Err(SignInError::Propagating);
+        }
         if now >= self.expires_at() {
             return Err(SignInError::Expired { since: self.expires_at() });
         }
         Ok(())
+    }
+
+    /// Makes sign-ins with the current password fail for now until `until`, as while a change replicates.
+    pub fn delay_propagation(&mut self, until: DateTime<Utc>) -> Result<(), PersistError> {
+        self.file.propagating_until = Some(until);
+        self.save()
     }
 
     fn check_not_locked(&mut self, now: DateTime<Utc>) -> Result<(), SignInError> {
@@ -336,7 +355,9 @@ impl Account {
         let username = self.file.username.clone();
         match self.check_password(&username, current, now, counters) {
             // Changing an expired password is how it stops being expired.
-            Ok(()) | Err(SignInError::Expired { .. }) => counters.sign_in(Protocol::Graph, true),
+            Ok(()) | Err(SignInError::Expired { .. } | SignInError::Propagating) => {
+                counters.sign_in(Protocol::Graph, true)
+            }
             Err(error) => {
                 counters.sign_in(Protocol::Graph, false);
                 self.save()?;
@@ -521,6 +542,24 @@ mod tests {
         let later = now + TimeDelta::minutes(31);
         let outcome = account.sign_in_with_password(Protocol::Smtp, &user, &right, later, &counters);
         assert_eq!(outcome, Ok(()));
+    }
+
+    #[test]
+    fn propagating_password_fails_for_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut account = account(&dir);
+        let counters = Counters::default();
+        let now = Utc::now();
+        let (user, right) = (account.username().to_string(), account.password().to_string());
+        account.delay_propagation(now + TimeDelta::seconds(5)).unwrap();
+
+        let early = account.sign_in_with_password(Protocol::Smtp, &user, &right, now, &counters);
+        let later =
+            account.sign_in_with_password(Protocol::Smtp, &user, &right, now + TimeDelta::seconds(6), &counters);
+
+        assert_eq!(early, Err(SignInError::Propagating));
+        assert_eq!(later, Ok(()));
+        assert_eq!(counters.snapshot().sign_ins["smtp"].failed, 0, "a temporary refusal is not a failure");
     }
 
     #[test]

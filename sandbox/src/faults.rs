@@ -45,6 +45,10 @@ pub enum FaultKind {
     /// Graph's changePassword changes the password, then waits `delay_ms` before answering.
     #[serde(rename = "change_hold_after_apply")]
     ChangeHoldAfterApply,
+    /// After the next password change, sign-ins with the new password fail for now (SMTP 454, IMAP
+    /// `NO [UNAVAILABLE]`, token endpoint 503) for `delay_ms`, as while the change replicates.
+    #[serde(rename = "change_propagation")]
+    ChangePropagation,
 }
 
 impl FaultKind {
@@ -62,6 +66,7 @@ impl FaultKind {
             FaultKind::ChangeLostReply => "change_lost_reply",
             FaultKind::ChangeHold => "change_hold",
             FaultKind::ChangeHoldAfterApply => "change_hold_after_apply",
+            FaultKind::ChangePropagation => "change_propagation",
         }
     }
 }

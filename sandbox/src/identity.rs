@@ -155,11 +155,15 @@ fn token_response(tokens: &IssuedTokens) -> Response {
 
 /// Maps a rejected grant to `invalid_grant` with Entra ID's error code for the reason.
 fn sign_in_error(error: &SignInError) -> Response {
+    if let SignInError::Propagating = error {
+        return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", 50001, &error.to_string());
+    }
     let code = match error {
         SignInError::InvalidCredentials => 50126,
         SignInError::Locked { .. } => 50053,
         SignInError::Expired { .. } => 50055,
         SignInError::InvalidToken => 70008,
+        SignInError::Propagating => unreachable!("answered with 503 above"),
     };
     oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", code, &error.to_string())
 }
@@ -255,11 +259,18 @@ async fn change_password(
         tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
     }
     let lost_reply = take(FaultKind::ChangeLostReply).is_some();
+    let propagation = take(FaultKind::ChangePropagation);
     let hold_after = take(FaultKind::ChangeHoldAfterApply);
     let outcome =
         shared.account().change_password(&request.current_password, &request.new_password, now, &shared.counters);
     if outcome.is_ok() {
         shared.counters.password_change();
+        if let Some(fault) = propagation {
+            let until = now + chrono::TimeDelta::milliseconds(fault.delay_ms as i64);
+            if let Err(error) = shared.account().delay_propagation(until) {
+                tracing::error!(%error, "failed to save the account");
+            }
+        }
         if lost_reply {
             return graph_error(StatusCode::GATEWAY_TIMEOUT, "gatewayTimeout", "The reply was lost.", now);
         }

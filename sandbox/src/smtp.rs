@@ -274,6 +274,10 @@ impl Session {
                 self.conn().read_line(MAX_AUTH_LINE, COMMAND_TIMEOUT).await?;
                 self.reply("535 5.7.3 Authentication unsuccessful: invalid or expired access token").await
             }
+            Err(error @ SignInError::Propagating) => {
+                let reply = format!("454 4.7.0 Temporary authentication failure: {error}");
+                self.reply(&reply).await
+            }
             Err(error) => {
                 let reply = format!("535 5.7.8 Authentication unsuccessful: {error}");
                 self.reply(&reply).await

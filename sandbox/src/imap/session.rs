@@ -374,6 +374,9 @@ impl Session {
             Err(error @ SignInError::Expired { .. }) => {
                 Reply::Tagged(format!("NO [EXPIRED] {command} failed: {error}"))
             }
+            Err(error @ SignInError::Propagating) => {
+                Reply::Tagged(format!("NO [UNAVAILABLE] {command} failed: {error}"))
+            }
             Err(error) => Reply::Tagged(format!("NO [AUTHENTICATIONFAILED] {command} failed: {error}")),
         }
     }
