@@ -11,6 +11,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     pub const UNREACHABLE: u8 = 3;
     pub const AUTHENTICATION: u8 = 4;
+    pub const NEEDS_ATTENTION: u8 = 5;
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,6 +52,10 @@ pub enum CtlError {
     /// An error status returned by the agent, with its message already worded for the user.
     #[error("{0}")]
     Rejected(String),
+
+    /// A fleet command finished, and some agents need attention. Their rows give the reasons.
+    #[error("{count} of {total} agents need attention")]
+    NeedsAttention { count: usize, total: usize },
 }
 
 /// The message text of a `tonic::Status`, kept as the cause of an error worded for the user.
@@ -68,6 +73,7 @@ impl CtlError {
             | CtlError::PermissionDenied(_) => exit::AUTHENTICATION,
             CtlError::Unreachable { .. } | CtlError::TimedOut { .. } => exit::UNREACHABLE,
             CtlError::Rejected(_) => exit::AGENT_ERROR,
+            CtlError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,
         }
     }
 

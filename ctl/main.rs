@@ -1,10 +1,11 @@
 //! nhsmail-ctl: the command-line client of nhsmail-agent. It parses the command line, runs one command against one
-//! agent over gRPC, and exits with a code documented in `--help`.
+//! agent over gRPC, or against every agent of an inventory file, and exits with a code documented in `--help`.
 //!
 //! Module map:
 //! - [`cli`]: flags, validation and help text.
 //! - [`token`]: the bearer token and where it comes from.
 //! - [`connect`]: the channel to the agent and the per-call deadline.
+//! - [`inventory`]: the fleet inventory file and each agent's TLS settings.
 //! - [`commands`]: one module per command group.
 //! - [`convert`]: every conversion between proto types, flags and JSON.
 //! - [`output`]: tables, JSON and warnings.
@@ -15,6 +16,7 @@ mod commands;
 mod connect;
 mod convert;
 mod error;
+mod inventory;
 mod output;
 mod token;
 
