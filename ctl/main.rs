@@ -23,7 +23,6 @@ mod token;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     let cli = cli::parse();
 
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -40,14 +39,5 @@ fn main() -> ExitCode {
             eprintln!("{}", error::render(&err));
             ExitCode::from(error::exit_code(&err))
         }
-    }
-}
-
-/// Lets a closed stdout end the process quietly, as it does for other Unix tools (`nhsmail-ctl messages list | head`).
-/// Rust ignores SIGPIPE by default, which turns the closed pipe into a panic with exit code 101.
-fn restore_sigpipe() {
-    // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid action for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
