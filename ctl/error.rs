@@ -146,8 +146,12 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     error.chain().find_map(|cause| cause.downcast_ref::<CtlError>()).map_or(exit::AGENT_ERROR, CtlError::exit_code)
 }
 
-/// Formats an error as `error: <message>` followed by one `  caused by: <cause>` line per cause.
+/// Formats an error as `error: <message>` followed by one `  caused by: <cause>` line per cause. A fleet command's
+/// `NeedsAttention` is a result rather than a failure, so it is printed without the `error:` prefix.
 pub fn render(error: &anyhow::Error) -> String {
+    if let Some(attention @ CtlError::NeedsAttention { .. }) = error.downcast_ref::<CtlError>() {
+        return attention.to_string();
+    }
     let mut text = format!("error: {error}");
     let mut previous = error.to_string();
     for cause in error.chain().skip(1) {
@@ -238,6 +242,13 @@ mod tests {
     fn exit_code_found_under_context() {
         let error = anyhow::Error::new(CtlError::Input("bad".into())).context("reading the password");
         assert_eq!(exit_code(&error), exit::USAGE);
+    }
+
+    #[test]
+    fn needs_attention_has_no_error_prefix() {
+        let error = anyhow::Error::new(CtlError::NeedsAttention { count: 2, total: 20 });
+        assert_eq!(render(&error), "2 of 20 agents need attention");
+        assert_eq!(exit_code(&error), exit::NEEDS_ATTENTION);
     }
 
     #[test]
