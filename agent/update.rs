@@ -174,19 +174,30 @@ where
 {
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|error| error.to_string())?;
-    // The connection task ends once the response is read and the sender is dropped.
-    tokio::spawn(connection);
+    let exchange = async move {
+        let response = sender.send_request(request).await.map_err(|error| error.to_string())?;
+        let status = response.status();
+        if status != http::StatusCode::OK {
+            return Err(format!("the server responded {status}"));
+        }
+        let body = Limited::new(response.into_body(), MAX_FEED_BYTES)
+            .collect()
+            .await
+            .map_err(|error| format!("cannot read a body of at most {MAX_FEED_BYTES} bytes: {error}"))?;
+        Ok(body.to_bytes().to_vec())
+    };
 
-    let response = sender.send_request(request).await.map_err(|error| error.to_string())?;
-    let status = response.status();
-    if status != http::StatusCode::OK {
-        return Err(format!("the server responded {status}"));
+    // The connection future does the reading and writing, so it is polled here with the exchange rather than
+    // spawned: when the caller's timeout drops this future, the connection is closed with it.
+    let mut connection = std::pin::pin!(connection);
+    let mut exchange = std::pin::pin!(exchange);
+    tokio::select! {
+        result = &mut exchange => result,
+        ended = &mut connection => match ended {
+            Ok(()) => exchange.await,
+            Err(error) => Err(error.to_string()),
+        },
     }
-    let body = Limited::new(response.into_body(), MAX_FEED_BYTES)
-        .collect()
-        .await
-        .map_err(|error| format!("cannot read a body of at most {MAX_FEED_BYTES} bytes: {error}"))?;
-    Ok(body.to_bytes().to_vec())
 }
 
 #[cfg(test)]

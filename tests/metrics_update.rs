@@ -172,3 +172,56 @@ async fn invalid_feed_warns_without_crash() {
     assert!(fixed.update_available);
     assert!(fixed.warnings.iter().all(|warning| warning.code != "update_feed_invalid"));
 }
+
+/// Serves `body` as `application/json` to each HTTP request on `listener`, over TLS with the sandbox's certificate
+/// for 127.0.0.1, until the test ends.
+fn serve_feed_over_tls(listener: tokio::net::TcpListener, ca_file: &Path, body: &'static str) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // The sandbox keeps its server certificate and key next to the CA certificate.
+    let tls_dir = ca_file.parent().unwrap();
+    let chain = vec![CertificateDer::from_pem_file(tls_dir.join("server.pem")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(tls_dir.join("server-key.pem")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut stream) = acceptor.accept(tcp).await else { continue };
+            let mut request = vec![0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_feed_is_fetched() {
+    let sandbox = TestSandbox::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}/feed/latest.json", listener.local_addr().unwrap().port());
+    serve_feed_over_tls(listener, &sandbox.info().ca_file, r#"{"latest_version": "99.1.0", "notes": "Over HTTPS."}"#);
+    let dir = tempfile::tempdir().unwrap();
+    // The agent trusts [nhsmail] ca_file, the sandbox's CA, for the feed as for mail.
+    let config = agent_config(sandbox.info()).replacen("[agent]\n", &format!("[agent]\nupdate_feed = \"{url}\"\n"), 1);
+    let agent = AgentProcess::start(dir.path(), &config);
+
+    let (report, status) = upload_then_status(&agent).await;
+
+    assert!(status.update_available, "upload errors: {:?}", report.errors);
+    assert_eq!(status.latest_version, "99.1.0");
+    assert_eq!(status.update_notes, "Over HTTPS.");
+}
