@@ -107,6 +107,10 @@ impl CtlError {
             )),
             Code::Internal => CtlError::Rejected(format!("{}; see the agent's log", detail("internal error"))),
             Code::DataLoss => CtlError::Rejected(format!("{}; see the agent's log", detail("data loss"))),
+            Code::Unknown if is_transport_failure(&status) => {
+                let reason = io_reason(&status).unwrap_or_else(|| "the connection failed".to_string());
+                CtlError::Unreachable { url: url.to_string(), reason, source: Some(Box::new(status)) }
+            }
             Code::Unknown => CtlError::Rejected(detail("unknown error")),
             Code::Ok => CtlError::Rejected(detail("the agent returned a failure with status OK")),
             Code::Unauthenticated => CtlError::Unauthenticated(AgentMessage(message)),
@@ -128,16 +132,26 @@ fn status_word(code: Code) -> &'static str {
     if code == Code::Cancelled { "the call was cancelled" } else { "unavailable" }
 }
 
-/// Returns the kind of the first I/O error in the chain, such as "connection refused".
+/// Returns the kind of the first I/O error in the chain, such as "connection refused". For invalid data, which is
+/// how a TLS failure arrives ("received fatal alert: CertificateRequired"), the error's own message is more useful.
 fn io_reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut current = Some(error);
     while let Some(error) = current {
         if let Some(io_error) = error.downcast_ref::<io::Error>() {
+            if io_error.kind() == io::ErrorKind::InvalidData && io_error.get_ref().is_some() {
+                return Some(io_error.to_string());
+            }
             return Some(io_error.kind().to_string());
         }
         current = error.source();
     }
     None
+}
+
+/// Tells a call that failed in the connection (tonic reports it as UNKNOWN "transport error") from an UNKNOWN
+/// status the agent returned.
+fn is_transport_failure(status: &Status) -> bool {
+    std::error::Error::source(status).is_some_and(|source| source.is::<tonic::transport::Error>())
 }
 
 /// Returns the exit code for an error: the first `CtlError` in the chain decides, and anything else counts as a
@@ -236,6 +250,13 @@ mod tests {
             error.to_string(),
             "cannot reach the agent at http://127.0.0.1:50051: connection refused; is nhsmail-agent running?"
         );
+    }
+
+    #[test]
+    fn tls_failure_names_alert() {
+        let alert = io::Error::new(io::ErrorKind::InvalidData, "received fatal alert: CertificateRequired");
+        let error = CtlError::unreachable(URL, Box::new(alert));
+        assert!(error.to_string().contains(": received fatal alert: CertificateRequired;"), "{error}");
     }
 
     #[test]
