@@ -9,6 +9,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::{Config, TextIn};
 use crate::credentials::{CredentialError, CredentialManager, Gate, PasswordState, PasswordStatus};
+use crate::metrics::Metrics;
 use crate::oauth::{OAuthErrorKind, Tokens};
 use crate::queue::{MessageStatus, Priority};
 use crate::rotation::{Actor, RotationOutcome, RotationRequest, schedule};
@@ -21,6 +22,7 @@ use crate::store::{
 use crate::transport::Credentials;
 use crate::transport::imap::{ImapClient, ImapErrorKind};
 use crate::transport::smtp::{SmtpClient, SmtpErrorKind};
+use crate::update::UpdateInfo;
 
 /// Maximum length of an idempotency key, a client reference or an opt-out note, in characters.
 pub const MAX_KEY_CHARS: usize = 200;
@@ -112,6 +114,9 @@ pub struct AgentStatus {
     pub last_upload_at: Option<DateTime<Utc>>,
     pub last_send_at: Option<DateTime<Utc>>,
     pub oldest_queued_at: Option<DateTime<Utc>>,
+    pub password_days_until_expiry: Option<i64>,
+    /// The last successful update feed check; `None` without a feed or before the first check.
+    pub update: Option<UpdateInfo>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,8 +160,12 @@ pub struct App {
     pub send_guard: tokio::sync::RwLock<()>,
     rotation_requests: mpsc::Sender<RotationRequest>,
     rotation_receiver: std::sync::Mutex<Option<mpsc::Receiver<RotationRequest>>>,
+    pub metrics: Metrics,
     started: Instant,
     next_upload_at: std::sync::Mutex<Option<DateTime<Utc>>>,
+    /// The last update feed check: its result, or why the feed could not be used. Kept in memory only, because the
+    /// next upload cycle checks again.
+    update_check: std::sync::Mutex<Option<Result<UpdateInfo, String>>>,
 }
 
 impl App {
@@ -178,8 +187,10 @@ impl App {
             send_guard: tokio::sync::RwLock::new(()),
             rotation_requests,
             rotation_receiver: std::sync::Mutex::new(Some(rotation_receiver)),
+            metrics: Metrics::default(),
             started: Instant::now(),
             next_upload_at: std::sync::Mutex::new(None),
+            update_check: std::sync::Mutex::new(None),
         };
         (Arc::new(app), trigger_receiver)
     }
@@ -449,7 +460,19 @@ impl App {
             last_upload_at: store.last_upload_report().await?.map(|report| report.finished_at),
             last_send_at: store.last_sent_at().await?,
             oldest_queued_at: store.oldest_queued_at().await?,
+            password_days_until_expiry: password.days_until_expiry,
+            update: self.update_info(),
         })
+    }
+
+    /// Records the outcome of an update feed check, so GetStatus reports it until the next check.
+    pub fn set_update_check(&self, outcome: Result<UpdateInfo, String>) {
+        *self.update_check.lock().expect("update lock poisoned") = Some(outcome);
+    }
+
+    /// Returns the last successful update feed check, if the last check succeeded.
+    pub fn update_info(&self) -> Option<UpdateInfo> {
+        self.update_check.lock().expect("update lock poisoned").clone().and_then(Result::ok)
     }
 
     pub async fn connectivity(&self) -> Result<Connectivity, AppError> {
@@ -679,6 +702,14 @@ impl App {
                 code: "username_unset",
                 message: "No mailbox username is set. Set it with `nhsmail-ctl connectivity set --username NAME`."
                     .into(),
+            });
+        }
+        if let Some(Err(error)) = &*self.update_check.lock().expect("update lock poisoned") {
+            warnings.push(Warning {
+                code: "update_feed_invalid",
+                message: format!(
+                    "The update feed could not be checked: {error}. Fix the feed or [agent] update_feed; sending is not affected."
+                ),
             });
         }
         warnings

@@ -97,6 +97,27 @@ pub struct AgentSettings {
     pub data_dir: PathBuf,
     /// Minutes between upload cycles, 1 to 1440.
     pub upload_interval_minutes: u32,
+    /// Address of the Prometheus metrics endpoint; `None` leaves it off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The source of the latest version for the upload cycle's check; `None` skips the check.
+    pub update_feed: Option<UpdateFeed>,
+}
+
+/// The software update feed: a JSON document naming the latest version, read from a file or fetched over HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateFeed {
+    File(PathBuf),
+    /// An https:// URL, or http:// for a loopback host.
+    Url(Url),
+}
+
+impl std::fmt::Display for UpdateFeed {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpdateFeed::File(path) => write!(formatter, "{}", path.display()),
+            UpdateFeed::Url(url) => write!(formatter, "{url}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +213,9 @@ struct RawAgent {
     listen: Option<Scalar>,
     data_dir: Option<Scalar>,
     upload_interval_minutes: Option<Scalar>,
+    metrics_listen: Option<Scalar>,
+    metrics_allow_remote: Option<Scalar>,
+    update_feed: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -433,7 +457,55 @@ fn resolve_agent<E: Fn(&str) -> Option<String>>(
             "minutes",
         )?
         .unwrap_or(15) as u32;
-    Ok(AgentSettings { listen, data_dir, upload_interval_minutes })
+
+    let metrics_listen = resolve_metrics_listen(resolver, raw.metrics_listen, raw.metrics_allow_remote)?;
+    let update_feed = resolver.pick("NHSMAIL_UPDATE_FEED", raw.update_feed).map(resolve_update_feed).transpose()?;
+    Ok(AgentSettings { listen, data_dir, upload_interval_minutes, metrics_listen, update_feed })
+}
+
+/// Resolves `[agent] metrics_listen`. The metrics show queue sizes and sign-in failures, so an address other than
+/// loopback needs `[agent] metrics_allow_remote = true` as well.
+fn resolve_metrics_listen<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    listen: Option<Scalar>,
+    allow_remote: Option<Scalar>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let key = "[agent] metrics_listen";
+    let allow_remote = resolver
+        .boolean("[agent] metrics_allow_remote", "NHSMAIL_METRICS_ALLOW_REMOTE", allow_remote)?
+        .unwrap_or(false);
+    let Some(source) = resolver.pick("NHSMAIL_METRICS_LISTEN", listen) else { return Ok(None) };
+    let address: SocketAddr = match source.value.trim().parse() {
+        Ok(address) => address,
+        Err(_) => return Err(invalid(key, source, "expected an address and port such as 127.0.0.1:9464".into())),
+    };
+    if !address.ip().is_loopback() && !allow_remote {
+        return Err(invalid(
+            key,
+            source,
+            "only loopback addresses (127.0.0.1 or [::1]) are allowed unless [agent] metrics_allow_remote = true"
+                .into(),
+        ));
+    }
+    Ok(Some(address))
+}
+
+/// Resolves `[agent] update_feed`: a value starting with http:// or https:// is a URL, anything else a file path.
+fn resolve_update_feed(source: Source<String>) -> Result<UpdateFeed, ConfigError> {
+    let key = "[agent] update_feed";
+    let value = source.value.trim();
+    if value.is_empty() {
+        return Err(invalid(
+            key,
+            source,
+            "expected a file path or an https:// URL; remove the key to skip the check".into(),
+        ));
+    }
+    let lower = value.to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        return parse_http_url(key, source).map(UpdateFeed::Url);
+    }
+    Ok(UpdateFeed::File(PathBuf::from(value)))
 }
 
 fn resolve_nhsmail<E: Fn(&str) -> Option<String>>(
@@ -1082,5 +1154,45 @@ mod tests {
     fn boolean_accepts_on_and_off() {
         let text = format!("{MINIMAL}\n[password]\nauto_manage = \"off\"\n");
         assert!(!load(&text, &[]).unwrap().password.auto_manage);
+    }
+
+    #[test]
+    fn metrics_listen_off_by_default() {
+        assert_eq!(load(MINIMAL, &[]).unwrap().agent.metrics_listen, None);
+    }
+
+    #[test]
+    fn remote_metrics_listen_is_rejected() {
+        let text = format!("[agent]\nmetrics_listen = \"0.0.0.0:9464\"\n{MINIMAL}");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[agent] metrics_listen"), "{message}");
+        assert!(message.contains("0.0.0.0:9464"), "{message}");
+        assert!(message.contains("metrics_allow_remote = true"), "{message}");
+    }
+
+    #[test]
+    fn remote_metrics_listen_allowed_by_flag() {
+        let text = format!("[agent]\nmetrics_listen = \"0.0.0.0:9464\"\nmetrics_allow_remote = true\n{MINIMAL}");
+        let listen = load(&text, &[]).unwrap().agent.metrics_listen.unwrap();
+        assert_eq!(listen.to_string(), "0.0.0.0:9464");
+    }
+
+    #[test]
+    fn update_feed_is_file_or_url() {
+        let text = format!("[agent]\nupdate_feed = \"/srv/feed/latest.json\"\n{MINIMAL}");
+        let feed = load(&text, &[]).unwrap().agent.update_feed;
+        assert_eq!(feed, Some(UpdateFeed::File("/srv/feed/latest.json".into())));
+
+        let text = format!("[agent]\nupdate_feed = \"https://updates.example.org/latest.json\"\n{MINIMAL}");
+        let feed = load(&text, &[]).unwrap().agent.update_feed.unwrap();
+        assert_eq!(feed.to_string(), "https://updates.example.org/latest.json");
+    }
+
+    #[test]
+    fn plain_http_update_feed_is_rejected() {
+        let text = format!("[agent]\nupdate_feed = \"http://updates.example.org/latest.json\"\n{MINIMAL}");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[agent] update_feed"), "{message}");
+        assert!(message.contains("use https"), "{message}");
     }
 }

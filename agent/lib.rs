@@ -19,6 +19,8 @@
 //! - [`auth`]: the admin bearer token.
 //! - [`api`]: the gRPC services; thin wrappers over [`app`].
 //! - [`paths`]: default file locations shared with nhsmail-ctl.
+//! - [`metrics`]: the optional Prometheus endpoint.
+//! - [`update`]: the software update feed, checked by the upload cycle.
 
 pub mod api;
 pub mod app;
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod config;
 pub mod credentials;
 pub mod mailbox;
+pub mod metrics;
 pub mod oauth;
 pub mod paths;
 pub mod queue;
@@ -35,6 +38,7 @@ pub mod sender;
 pub mod sms;
 pub mod store;
 pub mod transport;
+pub mod update;
 pub mod upload;
 pub mod watcher;
 

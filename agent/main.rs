@@ -20,7 +20,7 @@ use nhsmail_agent::credentials::{CredentialManager, PasswordCalendar, Vault, WAR
 use nhsmail_agent::oauth::OAuthClient;
 use nhsmail_agent::store::Store;
 use nhsmail_agent::transport::TlsSettings;
-use nhsmail_agent::{api, paths, rotation, sender, upload, watcher};
+use nhsmail_agent::{api, metrics, paths, rotation, sender, upload, watcher};
 use nhsmail_sandbox::Sandbox;
 
 /// Exit code for settings that are missing or invalid.
@@ -144,6 +144,10 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
         );
     }
 
+    let metrics_listener = match config.agent.metrics_listen {
+        Some(address) => Some(bind_metrics(address).await?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.agent.listen)
         .await
         .with_context(|| format!("cannot listen on {}; is another agent running?", config.agent.listen))?;
@@ -163,6 +167,8 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
     let watcher = tokio::spawn(watcher::run(app.clone(), shutdown.clone()));
     let rotation_requests = app.take_rotation_requests().expect("the rotation channel is taken once");
     let rotator = tokio::spawn(rotation::run(app.clone(), rotation_requests, shutdown.clone()));
+    let metrics_server =
+        metrics_listener.map(|listener| tokio::spawn(metrics::serve(app.clone(), listener, shutdown.clone())));
     let companion = sandbox.as_ref().map(|sandbox| {
         let info = sandbox.info().clone();
         tokio::spawn(sandbox_mode::serve(app.clone(), info, bound, data_dir.clone(), shutdown.clone()))
@@ -177,6 +183,9 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
     rotator.context("password rotation task panicked")?;
     cycle.context("upload task panicked")?;
     watcher.context("mailbox watcher task panicked")?;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.await.context("metrics task panicked")?;
+    }
     if let Some(companion) = companion {
         companion.await.context("sandbox companion task panicked")?;
     }
@@ -186,6 +195,18 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Binds the Prometheus endpoint and prints "metrics listening on ADDR" on stdout, before the gRPC "listening on"
+/// line, so a caller that passed port 0 learns the port.
+async fn bind_metrics(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} for metrics; check [agent] metrics_listen"))?;
+    let bound = listener.local_addr().context("cannot read the metrics address")?;
+    println!("metrics listening on {bound}");
+    tracing::info!(listen = %bound, "Prometheus metrics on http://{bound}/metrics");
+    Ok(listener)
 }
 
 /// Builds the token endpoint's client when `[nhsmail] auth` is `oauth2`.
@@ -275,6 +296,11 @@ fn log_settings(config: &Config) {
         retention_days = config.mailbox.retention_days,
         idle = config.mailbox.idle,
         "mailbox retention and IDLE settings"
+    );
+    tracing::info!(
+        metrics_listen = %config.agent.metrics_listen.map_or("off".into(), |address| address.to_string()),
+        update_feed = %config.agent.update_feed.as_ref().map_or("off".into(), ToString::to_string),
+        "metrics and update feed settings"
     );
 }
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::{Config, TextIn};
 use crate::credentials::{AfterRejection, Gate};
+use crate::metrics::{SendFailure, SignInProtocol};
 use crate::queue;
 use crate::store::MessageRecord;
 use crate::transport::smtp::{
@@ -208,12 +209,14 @@ async fn record_outcome(
             if let Err(error) = app.credentials.record_success().await {
                 tracing::error!(%error, "cannot record the successful sign-in");
             }
+            app.metrics.record_send();
             app.store.mark_sent(&id, now, &sent.response).await
         }
         Err(error) => match error.kind() {
             SmtpErrorKind::Transient => {
                 let delay = queue::backoff_delay(app.config.sending.retry_base, message.attempts);
                 tracing::warn!(message_id = %id, attempt = message.attempts, delay = ?delay, %error, "SMTP attempt failed; will retry");
+                app.metrics.record_send_failure(SendFailure::Transient);
                 app.credentials.note_error(&error.to_string());
                 *client = None;
                 let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
@@ -221,15 +224,19 @@ async fn record_outcome(
             }
             SmtpErrorKind::Permanent => {
                 tracing::error!(message_id = %id, %error, "NHSmail rejected the message permanently");
+                app.metrics.record_send_failure(SendFailure::Permanent);
                 app.store.mark_failed(&id, now, &error.to_string()).await
             }
             SmtpErrorKind::Uncertain => {
                 tracing::error!(message_id = %id, %error, "connection lost after the message was sent; NHSmail may have it, so it will not be resent");
                 *client = None;
+                app.metrics.record_send_failure(SendFailure::Uncertain);
                 app.store.mark_uncertain(&id, now, &error.to_string()).await
             }
             SmtpErrorKind::Auth => {
                 *client = None;
+                app.metrics.record_send_failure(SendFailure::Authentication);
+                app.metrics.record_sign_in_failure(SignInProtocol::Smtp);
                 let after = app.credentials.record_auth_failure(credentials, &error.to_string()).await;
                 let reason = match after {
                     Ok(AfterRejection::SignInAgain) => format!("waiting for a new access token: {error}"),
@@ -243,6 +250,7 @@ async fn record_outcome(
             }
             SmtpErrorKind::Config => {
                 tracing::error!(message_id = %id, %error, "cannot connect to the SMTP server; check [nhsmail] settings");
+                app.metrics.record_send_failure(SendFailure::Connection);
                 app.credentials.note_error(&error.to_string());
                 *client = None;
                 let next = now + chrono::Duration::minutes(5);

@@ -1,6 +1,6 @@
 //! The upload cycle: every upload interval and on TriggerUpload, expire overdue messages, reorder the queue,
 //! collect replies and reports over IMAP, move processed mail and delete it after the retention period
-//! ([`retention`]), refresh the password's state, and store a report.
+//! ([`retention`]), refresh the password's state, check the update feed, and store a report.
 
 mod retention;
 
@@ -15,9 +15,11 @@ use crate::app::{App, UploadTrigger};
 use crate::config::Config;
 use crate::credentials::AfterRejection;
 use crate::mailbox::{self, InboundKind, ReplyKeyword};
+use crate::metrics::SignInProtocol;
 use crate::store::{Effect, InboundOutcome, InboundRecord, UploadCounts, UploadReport};
 use crate::transport::TlsSettings;
 use crate::transport::imap::{FetchedMail, ImapClient, ImapErrorKind, ImapSession, ImapSettings};
+use crate::update;
 
 /// The mailbox the gateway delivers replies and reports to.
 pub(crate) const INBOX: &str = "INBOX";
@@ -91,8 +93,10 @@ pub async fn run_cycle(app: &App, trigger: &str) -> UploadReport {
     app.credentials.refresh_gate(Utc::now());
 
     collect(app, &mut report.counts, &mut report.errors).await;
+    check_update_feed(app, &mut report.errors).await;
 
     report.finished_at = Utc::now();
+    app.metrics.record_upload((report.finished_at - started_at).to_std().unwrap_or_default());
     if let Err(error) = app.store.insert_upload_report(report.clone()).await {
         report.errors.push(format!("cannot store this report: {error}"));
     }
@@ -115,6 +119,22 @@ pub async fn run_cycle(app: &App, trigger: &str) -> UploadReport {
         tracing::error!(%error, "upload cycle error");
     }
     report
+}
+
+/// Reads `[agent] update_feed`, when set, and keeps the result for GetStatus. A feed that cannot be read or parsed
+/// adds an error to the report and a warning to GetStatus, and the rest of the cycle is not affected.
+async fn check_update_feed(app: &App, errors: &mut Vec<String>) {
+    let Some(feed) = &app.config.agent.update_feed else { return };
+    let tls = TlsSettings { extra_ca_file: app.config.nhsmail.ca_file.clone() };
+    let outcome = update::check(feed, env!("CARGO_PKG_VERSION"), &tls, app.config.nhsmail.network_timeout).await;
+    match &outcome {
+        Ok(info) if info.available => {
+            tracing::info!(latest_version = %info.latest_version, feed = %feed, "a newer version is available")
+        }
+        Ok(info) => tracing::debug!(latest_version = %info.latest_version, feed = %feed, "no newer version"),
+        Err(error) => errors.push(format!("update feed not checked: {error}")),
+    }
+    app.set_update_check(outcome.map_err(|error| error.to_string()));
 }
 
 /// Signs in, deletes expired emails from the processed folder, reads every email newer than the last one
@@ -169,6 +189,7 @@ pub(crate) async fn connect(app: &App) -> Result<ImapSession, String> {
             app.credentials.note_error(&error.to_string());
             return Err(format!("cannot connect to the IMAP server: {error}"));
         }
+        app.metrics.record_sign_in_failure(SignInProtocol::Imap);
         match app.credentials.record_auth_failure(&sign_in.credentials, &error.to_string()).await {
             Ok(AfterRejection::SignInAgain) if attempts_left > 0 => continue,
             Ok(_) => {}

@@ -51,6 +51,16 @@ pub struct GlobalOptions {
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
+
+    /// TOML file listing the agents of a fleet, one [[agent]] table each with name, url, token_file and optional
+    /// ca_file, client_cert and client_key. Needed by `fleet` commands and by --target.
+    #[arg(long, global = true, value_name = "FILE", env = "NHSMAIL_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+
+    /// Run the command against the inventory's agent of this name, with its URL, token file and TLS files, instead
+    /// of --agent and --token-file.
+    #[arg(long, global = true, value_name = "NAME", requires = "inventory")]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,6 +106,30 @@ pub enum Command {
     /// Review inbound mail the agent could not act on by itself.
     #[command(subcommand)]
     Inbox(InboxCommand),
+
+    /// Ask every agent in --inventory at once: status, warnings, upload cycles.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// One row per agent, worst first: reachable, version, password, queue, last send and upload, warnings. Each
+    /// agent has --timeout seconds to respond. Exits with 5 when any agent needs attention.
+    Status(FleetStatusArgs),
+    /// Every warning of every agent, worst agent first. Exits with 5 when there is any.
+    Warnings,
+    /// Run an upload cycle on every agent now.
+    #[command(subcommand)]
+    Upload(UploadCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct FleetStatusArgs {
+    /// A queued text older than this many minutes makes its agent need attention (1 to 10080).
+    #[arg(long, value_name = "MINUTES", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=10080))]
+    pub max_queue_age: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,13 +418,15 @@ Exit codes:
   1  the agent answered with an error, for example an invalid argument or an unknown message id
   2  usage error: an invalid option or input, so no request was sent
   3  cannot reach the agent, or a call timed out
-  4  authentication or permission failure, including a missing or unreadable token file",
+  4  authentication or permission failure, including a missing or unreadable token file
+  5  fleet commands: at least one agent needs attention (unreachable, warnings, or an old queue)",
         default_token = default_token.display()
     )
 }
 
 /// Accepts an `http://` URL with a host, because the channel is plain HTTP/2.
-// NOTE: https:// is rejected because tonic is built without a TLS feature in this crate; add one before allowing it.
+// NOTE: https:// is rejected here because --agent has no flags for a CA file or a client certificate. An inventory
+// entry (--inventory with --target) carries them.
 fn parse_agent_url(value: &str) -> Result<String, String> {
     let uri: tonic::transport::Uri =
         value.parse().map_err(|_| "expected a URL such as http://127.0.0.1:50051".to_string())?;
@@ -398,7 +434,7 @@ fn parse_agent_url(value: &str) -> Result<String, String> {
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            return Err("https:// is not supported by this build of nhsmail-ctl; use http://".into());
+            return Err("https:// needs TLS files; list the agent in an --inventory file and use --target NAME".into());
         }
         _ => {
             return Err("expected a URL starting with http://, such as http://127.0.0.1:50051".into());

@@ -10,7 +10,7 @@ use nhsmail_agent::proto::inbox_service_client::InboxServiceClient;
 use nhsmail_agent::proto::message_service_client::MessageServiceClient;
 use nhsmail_agent::proto::opt_out_service_client::OptOutServiceClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
 use crate::error::CtlError;
@@ -29,9 +29,22 @@ pub struct Agent {
 impl Agent {
     /// Connects to `url`, failing with `CtlError::Unreachable` or `CtlError::TimedOut` after `timeout`.
     pub async fn connect(url: &str, timeout: Duration, token: BearerToken) -> Result<Agent, CtlError> {
-        let endpoint = Endpoint::from_shared(url.to_string())
+        Agent::connect_with_tls(url, timeout, token, None).await
+    }
+
+    /// Connects like [`Agent::connect`], over TLS when `tls` is given.
+    pub async fn connect_with_tls(
+        url: &str,
+        timeout: Duration,
+        token: BearerToken,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Agent, CtlError> {
+        let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|err| CtlError::unreachable(url, Box::new(err)))?
             .connect_timeout(timeout);
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(|err| CtlError::unreachable(url, Box::new(err)))?;
+        }
 
         let channel = tokio::time::timeout(timeout, endpoint.connect())
             .await

@@ -100,7 +100,7 @@ fn enum_json(name: Option<String>, value: i32) -> Value {
     }
 }
 
-fn time_json(timestamp: Option<&Timestamp>) -> Value {
+pub fn time_json(timestamp: Option<&Timestamp>) -> Value {
     match time_of(timestamp) {
         Some(time) => Value::String(time.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         None => Value::Null,
@@ -134,6 +134,10 @@ pub fn status_json(status: &Status) -> Value {
         "last_upload_at": time_json(status.last_upload_at.as_ref()),
         "last_send_at": time_json(status.last_send_at.as_ref()),
         "oldest_queued_at": time_json(status.oldest_queued_at.as_ref()),
+        "password_days_until_expiry": status.password_days_until_expiry,
+        "update_available": status.update_available,
+        "latest_version": status.latest_version,
+        "update_notes": status.update_notes,
     })
 }
 
@@ -396,6 +400,7 @@ mod tests {
             last_upload_at: at(DEC_1_0930),
             last_send_at: None,
             oldest_queued_at: None,
+            ..Status::default()
         };
 
         let value = status_json(&status);

@@ -11,6 +11,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     pub const UNREACHABLE: u8 = 3;
     pub const AUTHENTICATION: u8 = 4;
+    pub const NEEDS_ATTENTION: u8 = 5;
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,6 +52,10 @@ pub enum CtlError {
     /// An error status returned by the agent, with its message already worded for the user.
     #[error("{0}")]
     Rejected(String),
+
+    /// A fleet command finished, and some agents need attention. Their rows give the reasons.
+    #[error("{count} of {total} agents need attention")]
+    NeedsAttention { count: usize, total: usize },
 }
 
 /// The message text of a `tonic::Status`, kept as the cause of an error worded for the user.
@@ -68,6 +73,7 @@ impl CtlError {
             | CtlError::PermissionDenied(_) => exit::AUTHENTICATION,
             CtlError::Unreachable { .. } | CtlError::TimedOut { .. } => exit::UNREACHABLE,
             CtlError::Rejected(_) => exit::AGENT_ERROR,
+            CtlError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,
         }
     }
 
@@ -101,6 +107,10 @@ impl CtlError {
             )),
             Code::Internal => CtlError::Rejected(format!("{}; see the agent's log", detail("internal error"))),
             Code::DataLoss => CtlError::Rejected(format!("{}; see the agent's log", detail("data loss"))),
+            Code::Unknown if is_transport_failure(&status) => {
+                let reason = io_reason(&status).unwrap_or_else(|| "the connection failed".to_string());
+                CtlError::Unreachable { url: url.to_string(), reason, source: Some(Box::new(status)) }
+            }
             Code::Unknown => CtlError::Rejected(detail("unknown error")),
             Code::Ok => CtlError::Rejected(detail("the agent returned a failure with status OK")),
             Code::Unauthenticated => CtlError::Unauthenticated(AgentMessage(message)),
@@ -122,16 +132,26 @@ fn status_word(code: Code) -> &'static str {
     if code == Code::Cancelled { "the call was cancelled" } else { "unavailable" }
 }
 
-/// Returns the kind of the first I/O error in the chain, such as "connection refused".
+/// Returns the kind of the first I/O error in the chain, such as "connection refused". For invalid data, which is
+/// how a TLS failure arrives ("received fatal alert: CertificateRequired"), the error's own message is more useful.
 fn io_reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut current = Some(error);
     while let Some(error) = current {
         if let Some(io_error) = error.downcast_ref::<io::Error>() {
+            if io_error.kind() == io::ErrorKind::InvalidData && io_error.get_ref().is_some() {
+                return Some(io_error.to_string());
+            }
             return Some(io_error.kind().to_string());
         }
         current = error.source();
     }
     None
+}
+
+/// Tells a call that failed in the connection (tonic reports it as UNKNOWN "transport error") from an UNKNOWN
+/// status the agent returned.
+fn is_transport_failure(status: &Status) -> bool {
+    std::error::Error::source(status).is_some_and(|source| source.is::<tonic::transport::Error>())
 }
 
 /// Returns the exit code for an error: the first `CtlError` in the chain decides, and anything else counts as a
@@ -140,8 +160,12 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     error.chain().find_map(|cause| cause.downcast_ref::<CtlError>()).map_or(exit::AGENT_ERROR, CtlError::exit_code)
 }
 
-/// Formats an error as `error: <message>` followed by one `  caused by: <cause>` line per cause.
+/// Formats an error as `error: <message>` followed by one `  caused by: <cause>` line per cause. A fleet command's
+/// `NeedsAttention` is a result rather than a failure, so it is printed without the `error:` prefix.
 pub fn render(error: &anyhow::Error) -> String {
+    if let Some(attention @ CtlError::NeedsAttention { .. }) = error.downcast_ref::<CtlError>() {
+        return attention.to_string();
+    }
     let mut text = format!("error: {error}");
     let mut previous = error.to_string();
     for cause in error.chain().skip(1) {
@@ -229,9 +253,23 @@ mod tests {
     }
 
     #[test]
+    fn tls_failure_names_alert() {
+        let alert = io::Error::new(io::ErrorKind::InvalidData, "received fatal alert: CertificateRequired");
+        let error = CtlError::unreachable(URL, Box::new(alert));
+        assert!(error.to_string().contains(": received fatal alert: CertificateRequired;"), "{error}");
+    }
+
+    #[test]
     fn exit_code_found_under_context() {
         let error = anyhow::Error::new(CtlError::Input("bad".into())).context("reading the password");
         assert_eq!(exit_code(&error), exit::USAGE);
+    }
+
+    #[test]
+    fn needs_attention_has_no_error_prefix() {
+        let error = anyhow::Error::new(CtlError::NeedsAttention { count: 2, total: 20 });
+        assert_eq!(render(&error), "2 of 20 agents need attention");
+        assert_eq!(exit_code(&error), exit::NEEDS_ATTENTION);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! nhsmail-ctl: the command-line client of nhsmail-agent. It parses the command line, runs one command against one
-//! agent over gRPC, and exits with a code documented in `--help`.
+//! agent over gRPC, or against every agent of an inventory file, and exits with a code documented in `--help`.
 //!
 //! Module map:
 //! - [`cli`]: flags, validation and help text.
 //! - [`token`]: the bearer token and where it comes from.
 //! - [`connect`]: the channel to the agent and the per-call deadline.
+//! - [`inventory`]: the fleet inventory file and each agent's TLS settings.
 //! - [`commands`]: one module per command group.
 //! - [`convert`]: every conversion between proto types, flags and JSON.
 //! - [`output`]: tables, JSON and warnings.
@@ -15,13 +16,13 @@ mod commands;
 mod connect;
 mod convert;
 mod error;
+mod inventory;
 mod output;
 mod token;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     let cli = cli::parse();
 
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -38,14 +39,5 @@ fn main() -> ExitCode {
             eprintln!("{}", error::render(&err));
             ExitCode::from(error::exit_code(&err))
         }
-    }
-}
-
-/// Lets a closed stdout end the process quietly, as it does for other Unix tools (`nhsmail-ctl messages list | head`).
-/// Rust ignores SIGPIPE by default, which turns the closed pipe into a panic with exit code 101.
-fn restore_sigpipe() {
-    // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid action for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -2,6 +2,7 @@
 //! durations and untrusted text for a terminal.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use chrono::{DateTime, Local, TimeZone, Utc};
 use nhsmail_agent::proto::Warning;
@@ -17,10 +18,26 @@ pub fn print_result(format: OutputFormat, json: impl FnOnce() -> Value, table: i
         OutputFormat::Json => {
             // serde_json fails only on a map with non-string keys or a failing `Serialize`, and a `Value` has neither.
             let text = serde_json::to_string_pretty(&json()).expect("a JSON value always serialises");
-            println!("{text}");
+            write_stdout(&format!("{text}\n"));
         }
-        OutputFormat::Table => print!("{}", table()),
+        OutputFormat::Table => write_stdout(&table()),
     }
+}
+
+/// Writes `text` on stdout. A closed stdout (`nhsmail-ctl messages list | head`) ends the process quietly with exit
+/// code 0, as SIGPIPE does for other Unix tools.
+///
+/// SIGPIPE itself stays ignored, as Rust sets it, because a write to a connection the agent has closed raises it
+/// too (seen when an agent rejects the TLS handshake for lack of a client certificate). That must fail the call
+/// with a message instead of killing the process.
+pub fn write_stdout(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let Err(error) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) else { return };
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {error}");
+    std::process::exit(i32::from(crate::error::exit::AGENT_ERROR));
 }
 
 /// Prints each warning on stderr as `warning: <message>`, keeping stdout clean for JSON.

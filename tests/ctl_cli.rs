@@ -103,6 +103,8 @@ fn fixed_status() -> AgentStatus {
         last_upload_at: at(DEC_1_0930),
         last_send_at: None,
         oldest_queued_at: at(DEC_1_0930 - 60),
+        password_days_until_expiry: Some(5),
+        ..AgentStatus::default()
     }
 }
 

@@ -255,6 +255,12 @@ pub fn agent_status(status: AgentStatus) -> proto::Status {
         last_upload_at: status.last_upload_at.map(timestamp),
         last_send_at: status.last_send_at.map(timestamp),
         oldest_queued_at: status.oldest_queued_at.map(timestamp),
+        password_days_until_expiry: status
+            .password_days_until_expiry
+            .map(|days| days.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32),
+        update_available: status.update.as_ref().is_some_and(|update| update.available),
+        latest_version: status.update.as_ref().map(|update| update.latest_version.clone()).unwrap_or_default(),
+        update_notes: status.update.map(|update| update.notes).unwrap_or_default(),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The commands of nhsmail-ctl, one module per command group. `run` loads the token, connects to the agent and
-//! dispatches; each command makes its call, prints the result and then the agent's warnings.
+//! dispatches; each command makes its call, prints the result and then the agent's warnings. Fleet commands go to
+//! [`fleet`], which contacts every agent of the inventory.
 
 mod connectivity;
+mod fleet;
 mod inbox;
 mod messages;
 mod optouts;
@@ -26,13 +28,23 @@ use crate::token::{self, TOKEN_ENV};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
-    let token = token::load(global.token_file.as_deref(), std::env::var(TOKEN_ENV).ok(), || {
-        admin_token_path(&default_data_dir())
-    })?;
-    let agent = Agent::connect(&global.agent, Duration::from_secs(global.timeout), token).await?;
+    let command = match cli.command {
+        Command::Fleet(command) => return fleet::run(&global, command).await,
+        command => command,
+    };
+    let agent = match &global.target {
+        Some(name) => fleet::connect_target(&global, name).await?,
+        None => {
+            let token = token::load(global.token_file.as_deref(), std::env::var(TOKEN_ENV).ok(), || {
+                admin_token_path(&default_data_dir())
+            })?;
+            Agent::connect(&global.agent, Duration::from_secs(global.timeout), token).await?
+        }
+    };
     let format = global.output;
 
-    match cli.command {
+    match command {
+        Command::Fleet(_) => unreachable!("fleet commands return above"),
         Command::Status => status::show(&agent, format).await,
         Command::Connectivity(ConnectivityCommand::Show) => connectivity::show(&agent, format).await,
         Command::Connectivity(ConnectivityCommand::Set(args)) => connectivity::set(&agent, format, args).await,

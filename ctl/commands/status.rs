@@ -15,10 +15,19 @@ pub async fn show(agent: &Agent, format: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Formats the version with the newer one the update feed names, if any: "0.1.0 (0.2.0 available)".
+pub fn version_text(status: &Status) -> String {
+    if status.update_available {
+        format!("{} ({} available)", status.version, status.latest_version)
+    } else {
+        status.version.clone()
+    }
+}
+
 fn render(status: &Status) -> String {
     let mut details = Details::new();
     details
-        .row("Version", &status.version)
+        .row("Version", version_text(status))
         .row("Uptime", duration(status.uptime_seconds))
         .row("Password", enum_label(password_state_name(status.password_state), status.password_state))
         .row("Sending", sending_state(status.sending_paused, &status.sending_paused_reason))

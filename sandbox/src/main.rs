@@ -114,16 +114,18 @@ async fn main() -> anyhow::Result<()> {
         control_port: args.control_port,
     };
     let sandbox = Sandbox::start(options).await.context("failed to start the sandbox")?;
+    // The handler is installed before the info line, because a caller may send SIGTERM as soon as it reads the line.
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("failed to listen for SIGTERM")?;
     println!("{}", serde_json::to_string(sandbox.info()).context("failed to encode the sandbox info")?);
 
-    wait_for_signal().await.context("failed to listen for signals")?;
+    wait_for_signal(terminate).await.context("failed to listen for signals")?;
     tracing::info!("stopping on signal");
     sandbox.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+async fn wait_for_signal(mut terminate: tokio::signal::unix::Signal) -> std::io::Result<()> {
     tokio::select! {
         interrupted = tokio::signal::ctrl_c() => interrupted,
         _ = terminate.recv() => Ok(()),

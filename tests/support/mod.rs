@@ -254,6 +254,11 @@ impl AgentProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Returns the agent's process id, for sending it signals such as SIGSTOP.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the agent with SIGKILL, as a power cut or the OOM killer would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
