@@ -11,6 +11,9 @@ use serde_json::json;
 use support::rotation::RotationRig;
 use support::{AuthMode, set_password, submit, wait_for_status};
 
+/// A password set on the server behind the agent's back, as a person on the portal would.
+const OUTSIDE_PASSWORD: &str = "Someone-Else-Set-This-1";
+
 /// Idle time after which a sign-in would have happened if the agent were going to make one.
 const QUIET_PERIOD: Duration = Duration::from_secs(2);
 
@@ -25,6 +28,21 @@ fn backdate_password(data_dir: &std::path::Path, days: i64) {
 
 async fn arm(rig: &RotationRig, fault: serde_json::Value) {
     rig.sandbox.post("/faults", fault).await;
+}
+
+/// Rotates while someone changes the password on the server between the change and its verification, so neither
+/// the agent's new nor its current password works, and returns the rotation's outcome.
+async fn change_behind_back_during_rotation(rig: &RotationRig) -> proto::RotatePasswordResponse {
+    arm(rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
+    let mut clients = rig.clients.clone();
+    let rotation =
+        tokio::spawn(async move { clients.connectivity.rotate_password(proto::RotatePasswordRequest {}).await });
+    support::wait_for(support::rotation::LIMIT, "the sandbox to apply the change", || async {
+        (rig.counter("password_changes").await == 1).then_some(())
+    })
+    .await;
+    rig.sandbox.post("/account/password", json!({ "password": OUTSIDE_PASSWORD })).await;
+    rotation.await.unwrap().expect("RotatePassword returns an outcome").into_inner()
 }
 
 async fn send_one(rig: &RotationRig, text: &str) -> proto::Message {
@@ -141,21 +159,8 @@ async fn failed_change_delays_next_attempt() {
 #[tokio::test(flavor = "multi_thread")]
 async fn password_changed_behind_back_needs_attention() {
     let rig = RotationRig::start().await;
-    arm(&rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
-    let rotation = {
-        let rig_clients = rig.clients.clone();
-        tokio::spawn(async move {
-            let mut clients = rig_clients;
-            clients.connectivity.rotate_password(proto::RotatePasswordRequest {}).await
-        })
-    };
-    support::wait_for(support::rotation::LIMIT, "the sandbox to apply the change", || async {
-        (rig.counter("password_changes").await == 1).then_some(())
-    })
-    .await;
-    rig.sandbox.post("/account/password", json!({ "password": "Someone-Else-Set-This-1" })).await;
 
-    let response = rotation.await.unwrap().expect("RotatePassword returns an outcome").into_inner();
+    let response = change_behind_back_during_rotation(&rig).await;
 
     assert!(!response.rotated, "{}", response.outcome);
     let connectivity = rig.connectivity().await;
@@ -167,16 +172,7 @@ async fn password_changed_behind_back_needs_attention() {
 #[tokio::test(flavor = "multi_thread")]
 async fn needs_attention_makes_no_sign_ins() {
     let rig = RotationRig::start().await;
-    arm(&rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
-    let mut clients = rig.clients.clone();
-    let rotation =
-        tokio::spawn(async move { clients.connectivity.rotate_password(proto::RotatePasswordRequest {}).await });
-    support::wait_for(support::rotation::LIMIT, "the sandbox to apply the change", || async {
-        (rig.counter("password_changes").await == 1).then_some(())
-    })
-    .await;
-    rig.sandbox.post("/account/password", json!({ "password": "Someone-Else-Set-This-1" })).await;
-    rotation.await.unwrap().expect("RotatePassword returns an outcome");
+    change_behind_back_during_rotation(&rig).await;
     let failed = rig.sandbox.all_failed_sign_ins().await;
 
     let mut clients = rig.clients.clone();
@@ -190,19 +186,10 @@ async fn needs_attention_makes_no_sign_ins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn update_password_recovers_needs_attention() {
     let rig = RotationRig::start().await;
-    arm(&rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
-    let mut clients = rig.clients.clone();
-    let rotation =
-        tokio::spawn(async move { clients.connectivity.rotate_password(proto::RotatePasswordRequest {}).await });
-    support::wait_for(support::rotation::LIMIT, "the sandbox to apply the change", || async {
-        (rig.counter("password_changes").await == 1).then_some(())
-    })
-    .await;
-    rig.sandbox.post("/account/password", json!({ "password": "Someone-Else-Set-This-1" })).await;
-    rotation.await.unwrap().expect("RotatePassword returns an outcome");
+    change_behind_back_during_rotation(&rig).await;
 
     let mut clients = rig.clients.clone();
-    let response = set_password(&mut clients, "Someone-Else-Set-This-1", false).await;
+    let response = set_password(&mut clients, OUTSIDE_PASSWORD, false).await;
 
     assert!(response.verified, "the typed password was checked");
     let connectivity = rig.wait_until_settled().await;
@@ -313,4 +300,17 @@ async fn unconfirmed_change_reconciled_later() {
     rig.wait_until_settled().await;
     assert_eq!(rig.reveal().await, rig.server_password().await);
     assert_eq!(rig.sandbox.all_failed_sign_ins().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn needs_attention_survives_restart() {
+    let mut rig = RotationRig::start().await;
+    change_behind_back_during_rotation(&rig).await;
+    let failed = rig.sandbox.all_failed_sign_ins().await;
+
+    rig.restart_with_env(&[]).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+
+    assert_eq!(rig.connectivity().await.password_state(), PasswordState::NeedsAttention);
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, failed, "no sign-in after the restart");
 }

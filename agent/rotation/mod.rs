@@ -161,9 +161,11 @@ impl Engine {
         Engine { app, changer, unavailable, pending_rejected: false }
     }
 
+    /// Returns whether a pending password waits to be reconciled. Never after `needs_attention`, which only a
+    /// person ends, because each attempt would count toward the lockout.
     fn needs_reconciliation(&self) -> bool {
         let status = self.app.credentials.status(Utc::now());
-        status.pending || status.state == PasswordState::Rotating
+        status.state != PasswordState::NeedsAttention && (status.pending || status.state == PasswordState::Rotating)
     }
 
     async fn is_due(&self) -> bool {
