@@ -96,6 +96,19 @@ pub struct AgentSettings {
     pub data_dir: PathBuf,
     /// Minutes between upload cycles, 1 to 1440.
     pub upload_interval_minutes: u32,
+    /// TLS for the gRPC listener; required for an address other than loopback.
+    pub tls: Option<ServerTls>,
+    /// Days audit rows are kept, 1 to 36500.
+    pub audit_retention_days: u32,
+}
+
+/// The gRPC listener's certificate chain and key (PEM files), and the CA that client certificates must be signed
+/// by when mutual TLS is on.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +188,10 @@ struct RawAgent {
     listen: Option<Scalar>,
     data_dir: Option<Scalar>,
     upload_interval_minutes: Option<Scalar>,
+    tls_cert: Option<Scalar>,
+    tls_key: Option<Scalar>,
+    tls_client_ca: Option<Scalar>,
+    audit_retention_days: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -381,11 +398,14 @@ fn resolve_agent<E: Fn(&str) -> Option<String>>(
             return Err(invalid(key, listen_source, "expected an address and port such as 127.0.0.1:50051".into()));
         }
     };
-    if !listen.ip().is_loopback() {
+    let tls = resolve_server_tls(resolver, raw.tls_cert, raw.tls_key, raw.tls_client_ca)?;
+    if !listen.ip().is_loopback() && tls.is_none() {
         return Err(invalid(
             key,
             listen_source,
-            "only loopback addresses (127.0.0.1 or [::1]) are allowed until TLS is configured".into(),
+            "an address other than loopback (127.0.0.1 or [::1]) needs TLS: set [agent] tls_cert and [agent] tls_key \
+             (NHSMAIL_TLS_CERT, NHSMAIL_TLS_KEY) to PEM files"
+                .into(),
         ));
     }
 
@@ -409,7 +429,53 @@ fn resolve_agent<E: Fn(&str) -> Option<String>>(
             "minutes",
         )?
         .unwrap_or(15) as u32;
-    Ok(AgentSettings { listen, data_dir, upload_interval_minutes })
+    let audit_retention_days = resolver
+        .integer(
+            "[agent] audit_retention_days",
+            "NHSMAIL_AUDIT_RETENTION_DAYS",
+            raw.audit_retention_days,
+            1..=36500,
+            "days",
+        )?
+        .unwrap_or(400) as u32;
+    Ok(AgentSettings { listen, data_dir, upload_interval_minutes, tls, audit_retention_days })
+}
+
+/// Resolves the listener's TLS files: `tls_cert` and `tls_key` together or neither, and `tls_client_ca` only with
+/// them. Each file must exist; its contents are checked when the listener starts.
+fn resolve_server_tls<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    cert: Option<Scalar>,
+    key: Option<Scalar>,
+    client_ca: Option<Scalar>,
+) -> Result<Option<ServerTls>, ConfigError> {
+    let file = |key: &'static str, env_name: &str, value: Option<Scalar>| -> Result<Option<PathBuf>, ConfigError> {
+        let Some(source) = resolver.pick(env_name, value) else { return Ok(None) };
+        let path = PathBuf::from(source.value.trim());
+        if !path.is_file() {
+            return Err(invalid(key, source, "the file does not exist or is not a regular file".into()));
+        }
+        Ok(Some(path))
+    };
+    let cert = file("[agent] tls_cert", "NHSMAIL_TLS_CERT", cert)?;
+    let key = file("[agent] tls_key", "NHSMAIL_TLS_KEY", key)?;
+    let client_ca = file("[agent] tls_client_ca", "NHSMAIL_TLS_CLIENT_CA", client_ca)?;
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(ServerTls { cert, key, client_ca })),
+        (None, None) if client_ca.is_some() => Err(ConfigError::Missing {
+            key: "[agent] tls_cert",
+            hint: "[agent] tls_client_ca needs TLS on: set [agent] tls_cert and [agent] tls_key too",
+        }),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Missing {
+            key: "[agent] tls_key",
+            hint: "[agent] tls_cert is set; set tls_key to the PEM file of its private key",
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            key: "[agent] tls_cert",
+            hint: "[agent] tls_key is set; set tls_cert to the PEM file of the certificate chain",
+        }),
+    }
 }
 
 fn resolve_nhsmail<E: Fn(&str) -> Option<String>>(
@@ -796,6 +862,53 @@ mod tests {
         let message = load(&text, &[]).unwrap_err().to_string();
         assert!(message.contains("[agent] listen"), "{message}");
         assert!(message.contains("loopback"), "{message}");
+    }
+
+    #[test]
+    fn non_loopback_error_names_tls_keys() {
+        let text = format!("[agent]\nlisten = \"0.0.0.0:50051\"\n{MINIMAL}");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[agent] tls_cert"), "{message}");
+        assert!(message.contains("[agent] tls_key"), "{message}");
+    }
+
+    #[test]
+    fn non_loopback_listen_accepted_with_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("agent.crt"), dir.path().join("agent.key"));
+        std::fs::write(&cert, "certificate").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        let text = format!(
+            "[agent]\nlisten = \"0.0.0.0:50051\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{MINIMAL}",
+            cert.display(),
+            key.display()
+        );
+        let tls = load(&text, &[]).unwrap().agent.tls.unwrap();
+        assert_eq!(tls.cert, cert);
+        assert_eq!(tls.client_ca, None);
+    }
+
+    #[test]
+    fn tls_cert_without_key_names_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("agent.crt");
+        std::fs::write(&cert, "certificate").unwrap();
+        let text = format!("[agent]\ntls_cert = \"{}\"\n{MINIMAL}", cert.display());
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.starts_with("missing [agent] tls_key"), "{message}");
+    }
+
+    #[test]
+    fn missing_tls_file_names_key() {
+        let text = format!("[agent]\ntls_client_ca = \"/nonexistent/ca.pem\"\n{MINIMAL}");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[agent] tls_client_ca"), "{message}");
+        assert!(message.contains("does not exist"), "{message}");
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_400_days() {
+        assert_eq!(load(MINIMAL, &[]).unwrap().agent.audit_retention_days, 400);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod retention;
 mod review;
 mod schema;
 mod settings;
+mod tokens;
 
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,7 @@ pub use optouts::{OptOut, OptOutSource};
 pub use reports::{UploadCounts, UploadReport};
 pub use retention::MailToMove;
 pub use review::InboundEmail;
+pub use tokens::TokenRecord;
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "agent.db";
