@@ -5,6 +5,7 @@
 //! - [`cli`]: flags, validation and help text.
 //! - [`token`]: the bearer token and where it comes from.
 //! - [`connect`]: the channel to the agent and the per-call deadline.
+//! - [`tls`]: TLS for https:// URLs, with optional client certificates.
 //! - [`commands`]: one module per command group.
 //! - [`convert`]: every conversion between proto types, flags and JSON.
 //! - [`output`]: tables, JSON and warnings.
@@ -16,12 +17,12 @@ mod connect;
 mod convert;
 mod error;
 mod output;
+mod tls;
 mod token;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     let cli = cli::parse();
 
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -38,14 +39,5 @@ fn main() -> ExitCode {
             eprintln!("{}", error::render(&err));
             ExitCode::from(error::exit_code(&err))
         }
-    }
-}
-
-/// Lets a closed stdout end the process quietly, as it does for other Unix tools (`nhsmail-ctl messages list | head`).
-/// Rust ignores SIGPIPE by default, which turns the closed pipe into a panic with exit code 101.
-fn restore_sigpipe() {
-    // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid action for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

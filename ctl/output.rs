@@ -17,9 +17,25 @@ pub fn print_result(format: OutputFormat, json: impl FnOnce() -> Value, table: i
         OutputFormat::Json => {
             // serde_json fails only on a map with non-string keys or a failing `Serialize`, and a `Value` has neither.
             let text = serde_json::to_string_pretty(&json()).expect("a JSON value always serialises");
-            println!("{text}");
+            write_stdout(&format!("{text}\n"));
         }
-        OutputFormat::Table => print!("{}", table()),
+        OutputFormat::Table => write_stdout(&table()),
+    }
+}
+
+/// Writes `text` to stdout. A closed stdout (`nhsmail-ctl messages list | head`) ends the process quietly with
+/// exit code 0, as SIGPIPE would, while SIGPIPE itself stays ignored so that a connection the agent closes is an
+/// error rather than a silent death.
+pub fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => {
+            eprintln!("error: cannot write to stdout: {error}");
+            std::process::exit(i32::from(crate::error::exit::AGENT_ERROR));
+        }
     }
 }
 

@@ -105,14 +105,15 @@ impl AuthenticateLayer {
             }
         }
 
+        // A call without a token is a misconfigured client, not a guess, so it does not count against the bucket.
         let Some(token) = token else {
-            self.record_failure(address, "missing");
+            tracing::debug!(peer = %address, "rejected a call without a token");
             return Err(Status::unauthenticated(MISSING_TOKEN));
         };
         match self.authority.verify(&token).await {
             Ok(Some(caller)) => Ok(caller),
             Ok(None) => {
-                self.record_failure(address, "unknown");
+                self.record_failure(address);
                 Err(Status::unauthenticated("unknown or revoked token"))
             }
             Err(error) => {
@@ -123,13 +124,13 @@ impl AuthenticateLayer {
     }
 
     /// Counts a failed call and logs the count at 1, 10, 100 and so on, so a flood cannot fill the log.
-    fn record_failure(&self, address: IpAddr, kind: &'static str) {
+    fn record_failure(&self, address: IpAddr) {
         let failures =
             self.throttle.lock().unwrap_or_else(PoisonError::into_inner).record_failure(address, Instant::now());
         if is_power_of_ten(failures) {
-            tracing::warn!(peer = %address, failures, last = kind, "rejected calls with a missing or unknown token");
+            tracing::warn!(peer = %address, failures, "rejected calls with unknown or revoked tokens");
         } else {
-            tracing::debug!(peer = %address, failures, last = kind, "rejected a call with a missing or unknown token");
+            tracing::debug!(peer = %address, failures, "rejected a call with an unknown or revoked token");
         }
     }
 }

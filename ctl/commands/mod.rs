@@ -1,6 +1,7 @@
 //! The commands of nhsmail-ctl, one module per command group. `run` loads the token, connects to the agent and
 //! dispatches; each command makes its call, prints the result and then the agent's warnings.
 
+mod audit;
 mod connectivity;
 mod inbox;
 mod messages;
@@ -17,8 +18,8 @@ use nhsmail_agent::paths::{admin_token_path, default_data_dir};
 use nhsmail_agent::proto::GetStatusRequest;
 
 use crate::cli::{
-    Cli, Command, ConnectivityCommand, InboxCommand, MessagesCommand, OptoutsCommand, PasswordCommand, RepliesCommand,
-    UploadCommand,
+    AuditCommand, Cli, Command, ConnectivityCommand, InboxCommand, MessagesCommand, OptoutsCommand, PasswordCommand,
+    RepliesCommand, UploadCommand,
 };
 use crate::connect::Agent;
 use crate::output;
@@ -29,7 +30,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let token = token::load(global.token_file.as_deref(), std::env::var(TOKEN_ENV).ok(), || {
         admin_token_path(&default_data_dir())
     })?;
-    let agent = Agent::connect(&global.agent, Duration::from_secs(global.timeout), token).await?;
+    let tls = global.tls_files();
+    let agent = Agent::connect(&global.agent, Duration::from_secs(global.timeout), token, &tls).await?;
     let format = global.output;
 
     match cli.command {
@@ -50,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Optouts(OptoutsCommand::List(args)) => optouts::list(&agent, format, args).await,
         Command::Optouts(OptoutsCommand::Add(args)) => optouts::add(&agent, format, args).await,
         Command::Optouts(OptoutsCommand::Remove(args)) => optouts::remove(&agent, format, args).await,
+        Command::Audit(AuditCommand::List(args)) => audit::list(&agent, format, args).await,
     }
 }
 

@@ -28,8 +28,8 @@ pub async fn run(agent: &Agent, format: OutputFormat, after: Option<u64>) -> any
 
 fn print_event(format: OutputFormat, event: &Event) {
     match format {
-        OutputFormat::Json => println!("{}", event_json(event)),
-        OutputFormat::Table => println!("{}", line(event)),
+        OutputFormat::Json => crate::output::write_stdout(&format!("{}\n", event_json(event))),
+        OutputFormat::Table => crate::output::write_stdout(&format!("{}\n", line(event))),
     }
 }
 
