@@ -48,8 +48,8 @@ struct Args {
     /// Directory for the database, the key file and the admin token (created with mode 0700).
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// gRPC listen address and port; loopback only, for example 127.0.0.1:50051. Port 0 picks a free port; the
-    /// agent prints "listening on ADDR" on standard output once it accepts calls.
+    /// gRPC listen address and port, for example 127.0.0.1:50051; loopback unless [agent] tls_cert and tls_key are
+    /// set. Port 0 picks a free port; the agent prints "listening on ADDR" on standard output once it accepts calls.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// Run against a built-in NHSmail sandbox on 127.0.0.1 with OAuth 2.0 sign-in, for a demonstration or a test.

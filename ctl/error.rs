@@ -30,7 +30,10 @@ pub enum CtlError {
     #[error("unauthenticated: the agent rejected the token; check --token-file or NHSMAIL_TOKEN")]
     Unauthenticated(#[source] AgentMessage),
 
-    #[error("permission denied: the token's role does not allow this command; use a token with the admin role")]
+    #[error(
+        "permission denied: the token's role does not allow this command; use a token whose role does (see the agent \
+         message below)"
+    )]
     PermissionDenied(#[source] AgentMessage),
 
     #[error("cannot reach the agent at {url}: {reason}; {hint}")]
