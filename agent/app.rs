@@ -11,11 +11,12 @@ use crate::config::{Config, TextIn};
 use crate::credentials::{CredentialError, CredentialManager, Gate, PasswordState, PasswordStatus};
 use crate::oauth::{OAuthErrorKind, Tokens};
 use crate::queue::{MessageStatus, Priority};
+use crate::rotation::{Actor, RotationOutcome, RotationRequest, schedule};
 use crate::secret::Secret;
 use crate::sms::{self, Encoding};
 use crate::store::{
-    EventRecord, FeedEvent, InboundEmail, MessageRecord, NewMessage, OptOut, OptOutSource, ReplyFilter, ReplyRecord,
-    Store, StoreError, Submission, UploadReport,
+    AuditEvent, EventRecord, FeedEvent, InboundEmail, MessageRecord, NewMessage, OptOut, OptOutSource, ReplyFilter,
+    ReplyRecord, Store, StoreError, Submission, UploadReport,
 };
 use crate::transport::Credentials;
 use crate::transport::imap::{ImapClient, ImapErrorKind};
@@ -118,6 +119,7 @@ pub struct Connectivity {
     pub upload_interval_minutes: u32,
     pub password: PasswordStatus,
     pub auto_manage: bool,
+    pub next_rotation_at: Option<DateTime<Utc>>,
     pub max_age_days: u32,
     pub next_upload_at: Option<DateTime<Utc>>,
     pub smtp_server: String,
@@ -146,6 +148,11 @@ pub struct App {
     /// Woken when the upload interval changes.
     pub schedule_changed: Notify,
     pub upload_triggers: mpsc::Sender<UploadTrigger>,
+    /// Held for reading while a message is handed to SMTP, and for writing by a rotation, which must not start
+    /// while a send signed in with the old password is under way.
+    pub send_guard: tokio::sync::RwLock<()>,
+    rotation_requests: mpsc::Sender<RotationRequest>,
+    rotation_receiver: std::sync::Mutex<Option<mpsc::Receiver<RotationRequest>>>,
     started: Instant,
     next_upload_at: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
@@ -157,6 +164,7 @@ impl App {
         credentials: Arc<CredentialManager>,
     ) -> (Arc<App>, mpsc::Receiver<UploadTrigger>) {
         let (upload_triggers, trigger_receiver) = mpsc::channel(16);
+        let (rotation_requests, rotation_receiver) = mpsc::channel(4);
         let app = App {
             config,
             store,
@@ -164,6 +172,9 @@ impl App {
             new_message: Notify::new(),
             schedule_changed: Notify::new(),
             upload_triggers,
+            send_guard: tokio::sync::RwLock::new(()),
+            rotation_requests,
+            rotation_receiver: std::sync::Mutex::new(Some(rotation_receiver)),
             started: Instant::now(),
             next_upload_at: std::sync::Mutex::new(None),
         };
@@ -429,7 +440,7 @@ impl App {
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: self.started.elapsed().as_secs(),
             queue_counts: store.count_by_status().await?.into_iter().filter(|(_, count)| *count > 0).collect(),
-            warnings: self.warnings(&password),
+            warnings: self.warnings(&password, self.auto_manage().await?),
             password_state: password.state,
             sending_paused_reason: self.paused_reason(),
             last_upload_at: store.last_upload_report().await?.map(|report| report.finished_at),
@@ -441,15 +452,22 @@ impl App {
     pub async fn connectivity(&self) -> Result<Connectivity, AppError> {
         let password = self.credentials.status(Utc::now());
         let nhsmail = &self.config.nhsmail;
+        let auto_manage = self.auto_manage().await?;
+        let next_rotation_at = if crate::rotation::changer_for(self).is_ok() {
+            schedule::next_rotation_at(&password, auto_manage, self.config.password.rotate_days_before_expiry)
+        } else {
+            None
+        };
         Ok(Connectivity {
             upload_interval_minutes: self.upload_interval_minutes().await?,
-            auto_manage: self.auto_manage().await?,
+            auto_manage,
+            next_rotation_at,
             max_age_days: self.config.password.max_age_days,
             next_upload_at: *self.next_upload_at.lock().expect("schedule lock poisoned"),
             smtp_server: format!("{}:{}", nhsmail.smtp.host, nhsmail.smtp.port),
             imap_server: format!("{}:{}", nhsmail.imap.host, nhsmail.imap.port),
             sending_paused_reason: self.paused_reason(),
-            warnings: self.warnings(&password),
+            warnings: self.warnings(&password, auto_manage),
             password,
         })
     }
@@ -576,6 +594,41 @@ impl App {
         Ok(tokens)
     }
 
+    /// Hands the rotation task its request channel; returns `None` after the first call.
+    pub fn take_rotation_requests(&self) -> Option<mpsc::Receiver<RotationRequest>> {
+        self.rotation_receiver.lock().expect("rotation channel lock poisoned").take()
+    }
+
+    /// Rotates the password now and returns how the attempt ended.
+    pub async fn rotate_password(&self, actor: Actor) -> Result<RotationOutcome, AppError> {
+        let (reply, outcome) = oneshot::channel();
+        self.rotation_requests.send((actor, reply)).await.map_err(|_| {
+            AppError::Unavailable("password rotation is not running; the agent is shutting down".into())
+        })?;
+        outcome.await.map_err(|_| AppError::Unavailable("password rotation stopped before it finished".into()))?
+    }
+
+    /// Returns the current password and writes an audit row naming who asked.
+    pub async fn reveal_password(&self, actor: Actor) -> Result<Secret, AppError> {
+        let password = self.credentials.current_password();
+        let outcome = if password.is_some() { "ok" } else { "no_password" };
+        self.store
+            .record_audit(AuditEvent {
+                at: Utc::now(),
+                caller: actor.name,
+                role: actor.role,
+                peer: actor.peer,
+                action: "RevealPassword".into(),
+                target: "mailbox password".into(),
+                outcome: outcome.into(),
+                detail: None,
+            })
+            .await?;
+        password.ok_or_else(|| {
+            AppError::FailedPrecondition("no mailbox password is set, so there is nothing to reveal".into())
+        })
+    }
+
     /// Runs an upload cycle now, or joins the one already running, and returns its report.
     pub async fn trigger_upload(&self) -> Result<UploadReport, AppError> {
         let (reply, report) = oneshot::channel();
@@ -612,31 +665,11 @@ impl App {
         }
     }
 
-    fn warnings(&self, password: &PasswordStatus) -> Vec<Warning> {
-        let mut warnings = Vec::new();
-        let days = password.days_until_expiry.unwrap_or(0);
-        match password.state {
-            PasswordState::Unset => warnings.push(Warning {
-                code: "password_unset",
-                message: "No mailbox password is set, so no texts are being sent. Set it with `nhsmail-ctl password set`.".into(),
-            }),
-            PasswordState::Rejected => warnings.push(Warning {
-                code: "password_rejected",
-                message: "NHSmail rejected the stored password, so texts are waiting. Set the current password with `nhsmail-ctl password set`.".into(),
-            }),
-            PasswordState::Expired => warnings.push(Warning {
-                code: "password_expired",
-                message: "The mailbox password has expired, so texts are waiting. Change it on the NHSmail portal, then run `nhsmail-ctl password set`.".into(),
-            }),
-            PasswordState::Expiring => warnings.push(Warning {
-                code: "password_expiring",
-                message: format!(
-                    "The mailbox password expires in {days} day{}. Change it on the NHSmail portal, then run `nhsmail-ctl password set`.",
-                    if days == 1 { "" } else { "s" }
-                ),
-            }),
-            PasswordState::Ok => {}
-        }
+    fn warnings(&self, password: &PasswordStatus, auto_manage: bool) -> Vec<Warning> {
+        let unavailable = crate::rotation::changer_for(self).err();
+        let settings = &self.config.password;
+        let mut warnings =
+            schedule::password_warnings(password, auto_manage, unavailable.as_deref(), &settings.warn_days, Utc::now());
         if password.username.is_none() {
             warnings.push(Warning {
                 code: "username_unset",

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::credentials::generator::PasswordPolicy;
 use crate::oauth::{DEFAULT_SCOPE, OAuthSettings};
 use crate::sms::AddressForm;
 use crate::transport::{Endpoint, Security};
@@ -142,10 +143,26 @@ pub struct SendingSettings {
     pub retry_base: Duration,
 }
 
+/// The `[password]` section: the account's expiry policy, when and how the agent rotates the password, and the
+/// rules a generated password meets.
 #[derive(Debug, Clone)]
 pub struct PasswordSettings {
+    /// Days a password stays valid after it is set; NHSmail application accounts allow up to 365.
     pub max_age_days: u32,
+    /// Whether the agent changes the password itself before it expires.
     pub auto_manage: bool,
+    /// Days before expiry at which an automatic rotation is due.
+    pub rotate_days_before_expiry: u32,
+    /// Days before expiry on which a warning is raised, largest first.
+    pub warn_days: Vec<u32>,
+    /// Length and character classes of generated passwords.
+    pub policy: PasswordPolicy,
+    /// Recent passwords a new one must differ from.
+    pub history: u32,
+    /// The change endpoint in Microsoft Graph's shape; `<graph_url>/me/changePassword` when not set.
+    pub change_url: Option<Url>,
+    /// Longest wait for a changed password to be accepted by SMTP and IMAP, which can lag behind the change.
+    pub propagation_wait: Duration,
 }
 
 /// Settings for inbound mail once it is recorded: the processed folder, retention and IDLE.
@@ -230,6 +247,13 @@ struct RawSending {
 struct RawPassword {
     max_age_days: Option<Scalar>,
     auto_manage: Option<Scalar>,
+    rotate_days_before_expiry: Option<Scalar>,
+    warn_days: Option<Vec<Scalar>>,
+    min_length: Option<Scalar>,
+    required_classes: Option<Vec<Scalar>>,
+    history: Option<Scalar>,
+    change_url: Option<Scalar>,
+    propagation_wait_seconds: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -719,7 +743,106 @@ fn resolve_password<E: Fn(&str) -> Option<String>>(
         .unwrap_or(90) as u32;
     let auto_manage =
         resolver.boolean("[password] auto_manage", "NHSMAIL_PASSWORD_AUTO_MANAGE", raw.auto_manage)?.unwrap_or(true);
-    Ok(PasswordSettings { max_age_days, auto_manage })
+    let rotate_days_before_expiry = resolver
+        .integer(
+            "[password] rotate_days_before_expiry",
+            "NHSMAIL_PASSWORD_ROTATE_DAYS_BEFORE_EXPIRY",
+            raw.rotate_days_before_expiry,
+            1..=i64::from(max_age_days.saturating_sub(1).max(1)),
+            "days, less than [password] max_age_days",
+        )?
+        .unwrap_or(14.min(i64::from(max_age_days) / 2).max(1)) as u32;
+    let warn_days = resolve_warn_days(resolver, raw.warn_days, max_age_days)?;
+    let min_length = resolver
+        .integer("[password] min_length", "NHSMAIL_PASSWORD_MIN_LENGTH", raw.min_length, 12..=128, "characters")?
+        .unwrap_or(24) as usize;
+    let mut policy = resolve_classes(resolver, raw.required_classes)?;
+    policy.min_length = min_length;
+    let history = resolver
+        .integer("[password] history", "NHSMAIL_PASSWORD_HISTORY", raw.history, 0..=50, "passwords")?
+        .unwrap_or(4) as u32;
+    let change_url = resolver
+        .pick("NHSMAIL_PASSWORD_CHANGE_URL", raw.change_url)
+        .map(|source| parse_http_url("[password] change_url", source))
+        .transpose()?;
+    let propagation_wait = resolver
+        .integer(
+            "[password] propagation_wait_seconds",
+            "NHSMAIL_PASSWORD_PROPAGATION_WAIT_SECONDS",
+            raw.propagation_wait_seconds,
+            1..=600,
+            "seconds",
+        )?
+        .unwrap_or(60) as u64;
+    Ok(PasswordSettings {
+        max_age_days,
+        auto_manage,
+        rotate_days_before_expiry,
+        warn_days,
+        policy,
+        history,
+        change_url,
+        propagation_wait: Duration::from_secs(propagation_wait),
+    })
+}
+
+/// Reads `[password] warn_days`, a list in the file or comma-separated in the environment, and sorts it largest
+/// first without repeats.
+fn resolve_warn_days<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    from_file: Option<Vec<Scalar>>,
+    max_age_days: u32,
+) -> Result<Vec<u32>, ConfigError> {
+    const KEY: &str = "[password] warn_days";
+    let joined = from_file.map(|values| values.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
+    let Some(source) = resolver.pick("NHSMAIL_PASSWORD_WARN_DAYS", joined) else {
+        return Ok(vec![18, 10, 5, 2, 1]);
+    };
+    let mut days = Vec::new();
+    for part in source.value.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+        match part.parse::<u32>() {
+            Ok(day) if (1..=max_age_days).contains(&day) => days.push(day),
+            _ => {
+                let expected = format!("expected whole days from 1 to {max_age_days}, for example [18, 10, 5, 2, 1]");
+                return Err(invalid(KEY, source, expected));
+            }
+        }
+    }
+    days.sort_unstable_by(|a, b| b.cmp(a));
+    days.dedup();
+    Ok(days)
+}
+
+/// Reads `[password] required_classes`: any of "upper", "lower", "digit" and "symbol"; all four by default.
+fn resolve_classes<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    from_file: Option<Vec<Scalar>>,
+) -> Result<PasswordPolicy, ConfigError> {
+    const KEY: &str = "[password] required_classes";
+    let joined = from_file.map(|values| values.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
+    let Some(source) = resolver.pick("NHSMAIL_PASSWORD_REQUIRED_CLASSES", joined) else {
+        return Ok(PasswordPolicy::default());
+    };
+    let mut policy = PasswordPolicy {
+        require_upper: false,
+        require_lower: false,
+        require_digit: false,
+        require_symbol: false,
+        ..PasswordPolicy::default()
+    };
+    for class in source.value.split(',').map(str::trim).filter(|class| !class.is_empty()) {
+        match class {
+            "upper" => policy.require_upper = true,
+            "lower" => policy.require_lower = true,
+            "digit" => policy.require_digit = true,
+            "symbol" => policy.require_symbol = true,
+            _ => {
+                let expected = "expected a list of \"upper\", \"lower\", \"digit\" and \"symbol\"".to_string();
+                return Err(invalid(KEY, source, expected));
+            }
+        }
+    }
+    Ok(policy)
 }
 
 fn resolve_mailbox<E: Fn(&str) -> Option<String>>(
@@ -975,6 +1098,52 @@ mod tests {
         let message = load(&text, &[]).unwrap_err().to_string();
         assert!(message.contains("[nhsmail] token_url"), "{message}");
         assert!(message.contains("loopback"), "{message}");
+    }
+
+    #[test]
+    fn password_policy_defaults_follow_nhsmail() {
+        let password = load(MINIMAL, &[]).unwrap().password;
+        assert_eq!(password.max_age_days, 90);
+        assert_eq!(password.rotate_days_before_expiry, 14);
+        assert_eq!(password.warn_days, [18, 10, 5, 2, 1]);
+        assert_eq!(password.policy, PasswordPolicy::default());
+        assert_eq!(password.history, 4);
+        assert!(password.auto_manage);
+    }
+
+    #[test]
+    fn warn_days_sorted_largest_first() {
+        let text = format!("{MINIMAL}\n[password]\nwarn_days = [1, 7, 3, 7]\n");
+        assert_eq!(load(&text, &[]).unwrap().password.warn_days, [7, 3, 1]);
+    }
+
+    #[test]
+    fn warn_days_beyond_max_age_rejected() {
+        let text = format!("{MINIMAL}\n[password]\nmax_age_days = 30\nwarn_days = [45]\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[password] warn_days"), "{message}");
+        assert!(message.contains("1 to 30"), "{message}");
+    }
+
+    #[test]
+    fn rotation_after_expiry_rejected() {
+        let text = format!("{MINIMAL}\n[password]\nmax_age_days = 30\nrotate_days_before_expiry = 30\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[password] rotate_days_before_expiry"), "{message}");
+    }
+
+    #[test]
+    fn unknown_character_class_rejected() {
+        let text = format!("{MINIMAL}\n[password]\nrequired_classes = [\"upper\", \"emoji\"]\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[password] required_classes"), "{message}");
+        assert!(message.contains("emoji"), "{message}");
+    }
+
+    #[test]
+    fn required_classes_from_environment() {
+        let policy = load(MINIMAL, &[("NHSMAIL_PASSWORD_REQUIRED_CLASSES", "upper,lower")]).unwrap().password.policy;
+        assert_eq!((policy.require_upper, policy.require_digit), (true, false));
     }
 
     #[test]

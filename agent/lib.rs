@@ -31,6 +31,7 @@ pub mod oauth;
 pub mod paths;
 pub mod permissions;
 pub mod queue;
+pub mod rotation;
 pub mod secret;
 pub mod sender;
 pub mod sms;

@@ -17,11 +17,11 @@ use tracing_subscriber::EnvFilter;
 use nhsmail_agent::app::App;
 use nhsmail_agent::auth::{Role, TokenAuthority};
 use nhsmail_agent::config::{Config, MailboxAuth, Overrides};
-use nhsmail_agent::credentials::{CredentialManager, Vault};
+use nhsmail_agent::credentials::{CredentialManager, PasswordCalendar, Vault, WARNING_WINDOW_DAYS};
 use nhsmail_agent::oauth::OAuthClient;
 use nhsmail_agent::store::Store;
 use nhsmail_agent::transport::TlsSettings;
-use nhsmail_agent::{api, paths, sender, upload, watcher};
+use nhsmail_agent::{api, paths, rotation, sender, upload, watcher};
 use nhsmail_sandbox::Sandbox;
 
 /// Exit code for settings that are missing or invalid.
@@ -176,7 +176,10 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
         store.clone(),
         vault,
         config.nhsmail.username.clone(),
-        config.password.max_age_days,
+        PasswordCalendar {
+            max_age_days: config.password.max_age_days,
+            warning_days: config.password.warn_days.iter().copied().max().unwrap_or(WARNING_WINDOW_DAYS),
+        },
         oauth,
     )
     .await
@@ -211,6 +214,8 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
     let sender = tokio::spawn(sender::run(app.clone(), shutdown.clone()));
     let cycle = tokio::spawn(upload::run(app.clone(), triggers, shutdown.clone()));
     let watcher = tokio::spawn(watcher::run(app.clone(), shutdown.clone()));
+    let rotation_requests = app.take_rotation_requests().expect("the rotation channel is taken once");
+    let rotator = tokio::spawn(rotation::run(app.clone(), rotation_requests, shutdown.clone()));
     let companion = sandbox.as_ref().map(|sandbox| {
         let info = sandbox.info().clone();
         tokio::spawn(sandbox_mode::serve(app.clone(), info, bound, data_dir.clone(), shutdown.clone()))
@@ -220,8 +225,9 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutdown begun");
     shutdown.cancel();
-    let (sender, cycle, watcher) = tokio::join!(sender, cycle, watcher);
+    let (sender, cycle, watcher, rotator) = tokio::join!(sender, cycle, watcher, rotator);
     sender.context("sender task panicked")?;
+    rotator.context("password rotation task panicked")?;
     cycle.context("upload task panicked")?;
     watcher.context("mailbox watcher task panicked")?;
     audit_purge.await.context("audit purge task panicked")?;

@@ -308,7 +308,11 @@ impl OAuthClient {
 }
 
 /// Runs one HTTP/1.1 exchange on `io` and returns the status and the body.
-async fn send<S>(io: S, request: http::Request<Full<Bytes>>, server: &str) -> Result<(StatusCode, Bytes), OAuthError>
+pub(crate) async fn send<S>(
+    io: S,
+    request: http::Request<Full<Bytes>>,
+    server: &str,
+) -> Result<(StatusCode, Bytes), OAuthError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

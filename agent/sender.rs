@@ -84,6 +84,9 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = limiter.wait() => {}
         }
+        // Taken before the password generation is read, so a rotation cannot change the password between that
+        // check and the send.
+        let _sending = app.send_guard.read().await;
         if generation.has_changed().unwrap_or(false) {
             generation.borrow_and_update();
             client = None;

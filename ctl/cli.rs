@@ -186,6 +186,19 @@ pub enum PasswordCommand {
     /// Store a new mailbox password, checked first with an SMTP and an IMAP sign-in unless --skip-verification is
     /// given. Prompts twice without echo when stdin is a terminal.
     Set(PasswordSetArgs),
+    /// Change the password now through the change endpoint, as the schedule would, and wait until the new one is
+    /// confirmed with SMTP and IMAP or the attempt ends. Needs an operator token.
+    Rotate,
+    /// Print the current mailbox password, for typing it elsewhere. Needs an admin token, and every call is
+    /// audited. Prints only to a terminal unless --force is given.
+    Reveal(PasswordRevealArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PasswordRevealArgs {
+    /// Print the password even when stdout is not a terminal, for example into a pipe or a file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -157,6 +157,13 @@ pub fn connectivity_json(connectivity: &Connectivity) -> Value {
         "sending_paused": connectivity.sending_paused,
         "sending_paused_reason": connectivity.sending_paused_reason,
         "warnings": warnings_json(&connectivity.warnings),
+        "next_rotation_at": time_json(connectivity.next_rotation_at.as_ref()),
+        "last_rotation_at": time_json(connectivity.last_rotation_at.as_ref()),
+        "last_rotation_outcome": connectivity.last_rotation_outcome,
+        "rotation_failures": connectivity.rotation_failures,
+        "failed_sign_ins": connectivity.failed_sign_ins,
+        "blocked_sign_ins": connectivity.blocked_sign_ins,
+        "pending_password": connectivity.pending_password,
     })
 }
 

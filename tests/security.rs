@@ -314,13 +314,16 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-/// Every rpc of the API with the role it needs. Requests are chosen to change nothing when they are allowed.
+/// Every rpc of the API with the role it needs. Requests are chosen to change nothing when they are allowed:
+/// invalid values, unknown ids, and a rotation or reveal with no password stored.
 const RPCS: &[(&str, &str)] = &[
     ("GetStatus", "viewer"),
     ("TriggerUpload", "operator"),
     ("GetConnectivity", "viewer"),
     ("UpdateConnectivity", "operator"),
     ("UpdatePassword", "operator"),
+    ("RotatePassword", "operator"),
+    ("RevealPassword", "admin"),
     ("SubmitMessage", "submitter"),
     ("SubmitMessages", "submitter"),
     ("GetMessage", "viewer"),
@@ -363,6 +366,8 @@ async fn call(channel: &Channel, token: Option<&str>, rpc: &str) -> Code {
             };
             connectivity.update_password(request).await.map(drop)
         }
+        "RotatePassword" => connectivity.rotate_password(proto::RotatePasswordRequest::default()).await.map(drop),
+        "RevealPassword" => connectivity.reveal_password(proto::RevealPasswordRequest::default()).await.map(drop),
         "SubmitMessage" => messages.submit_message(landline()).await.map(drop),
         "SubmitMessages" => {
             let request = proto::SubmitMessagesRequest { messages: vec![landline()] };

@@ -7,8 +7,9 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::{CallContext, audited, authorize, logged};
 use crate::app::{App, ConnectivityUpdate};
-use crate::auth::Role;
+use crate::auth::{Caller, Role};
 use crate::proto;
+use crate::rotation::Actor;
 
 pub struct ConnectivityApi {
     pub app: Arc<App>,
@@ -55,5 +56,42 @@ impl proto::connectivity_service_server::ConnectivityService for ConnectivityApi
             Ok(proto::UpdatePasswordResponse { verified, connectivity: Some(connectivity) })
         })
         .await
+    }
+
+    async fn rotate_password(
+        &self,
+        request: Request<proto::RotatePasswordRequest>,
+    ) -> Result<Response<proto::RotatePasswordResponse>, Status> {
+        let actor = actor(authorize(&request, Role::Operator)?, &request);
+        logged("RotatePassword", async {
+            let outcome = self.app.rotate_password(actor).await?;
+            let connectivity = convert::connectivity(self.app.connectivity().await?);
+            Ok(proto::RotatePasswordResponse {
+                rotated: outcome.rotated,
+                outcome: outcome.outcome,
+                connectivity: Some(connectivity),
+            })
+        })
+        .await
+    }
+
+    async fn reveal_password(
+        &self,
+        request: Request<proto::RevealPasswordRequest>,
+    ) -> Result<Response<proto::RevealPasswordResponse>, Status> {
+        let actor = actor(authorize(&request, Role::Admin)?, &request);
+        logged("RevealPassword", async {
+            let password = self.app.reveal_password(actor).await?;
+            Ok(proto::RevealPasswordResponse { password: password.expose().to_string() })
+        })
+        .await
+    }
+}
+
+fn actor<T>(caller: Caller, request: &Request<T>) -> Actor {
+    Actor {
+        name: caller.name,
+        role: caller.role.as_str().into(),
+        peer: request.remote_addr().map(|address| address.to_string()),
     }
 }

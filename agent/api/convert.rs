@@ -123,6 +123,8 @@ pub fn password_state(state: PasswordState) -> proto::PasswordState {
         PasswordState::Expiring => proto::PasswordState::Expiring,
         PasswordState::Expired => proto::PasswordState::Expired,
         PasswordState::Rejected => proto::PasswordState::Rejected,
+        PasswordState::Rotating => proto::PasswordState::Rotating,
+        PasswordState::NeedsAttention => proto::PasswordState::NeedsAttention,
     }
 }
 
@@ -293,6 +295,13 @@ pub fn connectivity(connectivity: Connectivity) -> proto::Connectivity {
         sending_paused: connectivity.sending_paused_reason.is_some(),
         sending_paused_reason: connectivity.sending_paused_reason.unwrap_or_default(),
         warnings: warnings(connectivity.warnings),
+        next_rotation_at: connectivity.next_rotation_at.map(timestamp),
+        last_rotation_at: password.rotation.last_at.map(timestamp),
+        last_rotation_outcome: password.rotation.last_outcome.unwrap_or_default(),
+        rotation_failures: password.rotation.failures,
+        failed_sign_ins: password.failed_sign_ins,
+        blocked_sign_ins: password.blocked_sign_ins,
+        pending_password: password.pending,
     }
 }
 

@@ -9,6 +9,7 @@
 //! counts as a rejected password.
 
 pub mod generator;
+pub mod history;
 mod tokens;
 pub mod vault;
 
@@ -19,15 +20,22 @@ use tokio::sync::watch;
 
 use crate::oauth::{OAuthClient, Tokens};
 use crate::secret::Secret;
-use crate::store::{CredentialStatus, EncryptedPassword, Store, StoreError};
+use crate::store::{CredentialStatus, EncryptedPassword, PasswordHash, RotationRecord, Store, StoreError};
 use crate::transport::{Credentials, SecretKind};
 use tokens::TokenCache;
 pub use vault::{Sealed, Vault, VaultError};
 
 /// The gate's reason before the stored password has been looked at.
 const STARTING: &str = "starting";
-/// Days before expiry from which the password counts as expiring; NHSmail's first reminder comes 18 days before.
-pub const WARNING_WINDOW_DAYS: i64 = 18;
+/// Days before expiry from which the password counts as expiring when no warning days are set; NHSmail's first
+/// reminder comes 18 days before.
+pub const WARNING_WINDOW_DAYS: u32 = 18;
+/// `RotationRecord::state` while a rotation may have changed the password on the server.
+pub const ROTATING: &str = "rotating";
+/// `RotationRecord::state` when neither the pending nor the current password was accepted.
+pub const NEEDS_ATTENTION: &str = "needs_attention";
+/// `RotationRecord::state` otherwise.
+pub const IDLE: &str = "idle";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasswordState {
@@ -36,6 +44,8 @@ pub enum PasswordState {
     Expiring,
     Expired,
     Rejected,
+    Rotating,
+    NeedsAttention,
 }
 
 impl PasswordState {
@@ -46,6 +56,8 @@ impl PasswordState {
             PasswordState::Expiring => "expiring",
             PasswordState::Expired => "expired",
             PasswordState::Rejected => "rejected",
+            PasswordState::Rotating => "rotating",
+            PasswordState::NeedsAttention => "needs_attention",
         }
     }
 }
@@ -62,6 +74,12 @@ pub enum CredentialError {
     Rejected,
     #[error("the stored password expired on {expired_at}; set the new one with `nhsmail-ctl password set`")]
     Expired { expired_at: DateTime<Utc> },
+    #[error("the mailbox password is being changed; texts wait until the new one is confirmed")]
+    Rotating,
+    #[error(
+        "an automatic password change could not be confirmed and the agent has stopped signing in to avoid locking the account. Find the working password (try signing in to NHSmail) and set it with `nhsmail-ctl password set`"
+    )]
+    NeedsAttention,
     /// The token endpoint failed for now or rejected the request's settings; the password was not rejected.
     #[error("cannot get an access token: {reason}")]
     TokenUnavailable { reason: String },
@@ -74,7 +92,7 @@ pub enum CredentialError {
 impl CredentialError {
     /// Returns whether a later attempt may succeed without anyone acting, so a message should wait with backoff.
     pub fn is_transient(&self) -> bool {
-        matches!(self, CredentialError::TokenUnavailable { .. })
+        matches!(self, CredentialError::TokenUnavailable { .. } | CredentialError::Rotating)
     }
 }
 
@@ -105,6 +123,12 @@ pub struct PasswordStatus {
     pub state: PasswordState,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Sign-ins the server rejected since the password was last set.
+    pub failed_sign_ins: u32,
+    /// Sign-ins the agent did not make since it started, because the password was rejected or unconfirmed.
+    pub blocked_sign_ins: u64,
+    pub rotation: RotationRecord,
+    pub pending: bool,
 }
 
 /// The credentials to sign in with, handed out only while the sign-in lock is held: the username with the password,
@@ -119,7 +143,12 @@ struct Inner {
     password: Option<Secret>,
     set_at: Option<DateTime<Utc>>,
     status: CredentialStatus,
+    /// A new password that a rotation may have made live on the server, until it is committed or discarded.
+    pending: Option<Secret>,
+    rotation: RotationRecord,
+    blocked_sign_ins: u64,
     max_age_days: u32,
+    warning_days: u32,
 }
 
 /// Owns the password in memory and on disk, and the sending gate derived from it.
@@ -143,7 +172,7 @@ impl CredentialManager {
         store: Store,
         vault: Vault,
         username: Option<String>,
-        max_age_days: u32,
+        calendar: PasswordCalendar,
         oauth: Option<OAuthClient>,
     ) -> Result<Arc<CredentialManager>, CredentialError> {
         let mut record = store.load_credential().await?;
@@ -161,13 +190,25 @@ impl CredentialManager {
             }
             Err(error) => return Err(error.into()),
         };
+        let pending = match record.as_ref().and_then(|record| record.pending.as_ref()) {
+            Some(pending) => {
+                let sealed =
+                    Sealed { nonce: pending.password.nonce.clone(), ciphertext: pending.password.ciphertext.clone() };
+                Some(vault.open(&sealed)?)
+            }
+            None => None,
+        };
         let username = store.get_setting("username").await?.or(username);
         let inner = Inner {
             username,
             password,
             set_at: record.as_ref().map(|record| record.set_at),
+            pending,
+            rotation: record.as_ref().map(|record| record.rotation.clone()).unwrap_or_default(),
+            blocked_sign_ins: 0,
             status: record.map_or_else(empty_status, |record| record.status),
-            max_age_days,
+            max_age_days: calendar.max_age_days,
+            warning_days: calendar.warning_days,
         };
         let manager = Arc::new(CredentialManager {
             store,
@@ -202,19 +243,26 @@ impl CredentialManager {
     }
 
     fn usable_password(&self) -> Result<(String, Secret), CredentialError> {
-        let inner = self.lock_inner();
+        let mut inner = self.lock_inner();
         let username = inner.username.clone().ok_or(CredentialError::NoUsername)?;
-        let (Some(set_at), Some(password)) = (inner.set_at, &inner.password) else {
+        let (Some(set_at), Some(password)) = (inner.set_at, inner.password.clone()) else {
             return Err(CredentialError::NoPassword);
         };
-        if inner.status.rejected {
-            return Err(CredentialError::Rejected);
+        let refused = match inner.rotation.state.as_str() {
+            NEEDS_ATTENTION => Some(CredentialError::NeedsAttention),
+            ROTATING => Some(CredentialError::Rotating),
+            _ if inner.status.rejected => Some(CredentialError::Rejected),
+            _ => None,
+        };
+        if let Some(error) = refused {
+            inner.blocked_sign_ins += 1;
+            return Err(error);
         }
         let expires_at = set_at + Duration::days(i64::from(inner.max_age_days));
         if expires_at <= Utc::now() {
             return Err(CredentialError::Expired { expired_at: expires_at });
         }
-        Ok((username, password.clone()))
+        Ok((username, password))
     }
 
     /// Returns the token endpoint's client in OAuth 2.0 mode.
@@ -239,6 +287,16 @@ impl CredentialManager {
     ) -> Result<AfterRejection, CredentialError> {
         match credentials.kind {
             SecretKind::Password => {
+                let stale = self
+                    .lock_inner()
+                    .password
+                    .as_ref()
+                    .is_some_and(|current| current.expose() != credentials.secret.expose());
+                if stale {
+                    // A password replaced since this sign-in began says nothing about the current one.
+                    tracing::info!(error, "the server rejected a password that has since been replaced");
+                    return Ok(AfterRejection::SignInAgain);
+                }
                 self.record_rejected(error).await?;
                 Ok(AfterRejection::GateClosed)
             }
@@ -259,6 +317,7 @@ impl CredentialManager {
                 return Ok(());
             }
             inner.status.rejected = true;
+            inner.status.failed_sign_ins += 1;
             inner.status.state = PasswordState::Rejected.as_str().into();
             inner.status.last_error = Some(error.to_string());
             inner.status.clone()
@@ -314,13 +373,15 @@ impl CredentialManager {
         let now = Utc::now();
         let sealed = self.vault.seal(&password);
         let encrypted = EncryptedPassword { ciphertext: sealed.ciphertext, nonce: sealed.nonce };
-        let state = password_state(now, Some(now), false, self.lock_inner().max_age_days);
+        let state = PasswordState::Ok;
         self.store.save_credential(encrypted, now, state.as_str()).await?;
+        self.store.add_password_history(history::hash(&password), now).await?;
         let status = CredentialStatus {
             state: state.as_str().into(),
             last_error: None,
             last_success_at: verified_at,
             rejected: false,
+            failed_sign_ins: 0,
         };
         if verified_at.is_some() {
             self.store.update_credential_status(status.clone()).await?;
@@ -330,6 +391,12 @@ impl CredentialManager {
             inner.password = Some(password);
             inner.set_at = Some(now);
             inner.status = status;
+            inner.pending = None;
+            inner.rotation = RotationRecord {
+                last_at: inner.rotation.last_at,
+                last_outcome: inner.rotation.last_outcome.clone(),
+                ..RotationRecord::default()
+            };
         }
         self.lock_tokens().clear();
         self.generation.send_modify(|generation| *generation += 1);
@@ -373,9 +440,13 @@ impl CredentialManager {
             set_at: inner.set_at,
             expires_at,
             days_until_expiry: expires_at.map(|expires_at| whole_days_until(now, expires_at)),
-            state: password_state(now, inner.set_at, inner.status.rejected, inner.max_age_days),
+            state: password_state(now, inner.set_at, &inner.status, &inner.rotation, &self.calendar_of(&inner)),
             last_success_at: inner.status.last_success_at,
             last_error: inner.status.last_error.clone(),
+            failed_sign_ins: inner.status.failed_sign_ins,
+            blocked_sign_ins: inner.blocked_sign_ins,
+            rotation: inner.rotation.clone(),
+            pending: inner.pending.is_some(),
         }
     }
 
@@ -398,6 +469,10 @@ impl CredentialManager {
             (true, PasswordState::Expired) => Gate::Closed {
                 reason: CredentialError::Expired { expired_at: status.expires_at.unwrap_or(now) }.to_string(),
             },
+            (true, PasswordState::Rotating) => Gate::Closed { reason: CredentialError::Rotating.to_string() },
+            (true, PasswordState::NeedsAttention) => {
+                Gate::Closed { reason: CredentialError::NeedsAttention.to_string() }
+            }
             (true, PasswordState::Ok | PasswordState::Expiring) => Gate::Open,
         };
         self.gate.send_if_modified(|current| {
@@ -416,6 +491,136 @@ impl CredentialManager {
         });
     }
 
+    fn calendar_of(&self, inner: &Inner) -> PasswordCalendar {
+        PasswordCalendar { max_age_days: inner.max_age_days, warning_days: inner.warning_days }
+    }
+
+    /// Returns the current password, for revealing it to an administrator or for the change endpoint.
+    pub fn current_password(&self) -> Option<Secret> {
+        self.lock_inner().password.clone()
+    }
+
+    /// Returns the pending password of an unfinished rotation.
+    pub fn pending_password(&self) -> Option<Secret> {
+        self.lock_inner().pending.clone()
+    }
+
+    /// Stores `candidate` as pending, durably, before the server is asked to change to it, and closes the gate.
+    pub async fn begin_rotation(&self, candidate: Secret) -> Result<(), CredentialError> {
+        let sealed = self.vault.seal(&candidate);
+        let encrypted = EncryptedPassword { ciphertext: sealed.ciphertext, nonce: sealed.nonce };
+        self.store.save_pending_credential(encrypted, Utc::now()).await?;
+        {
+            let mut inner = self.lock_inner();
+            inner.pending = Some(candidate);
+            inner.rotation.state = ROTATING.into();
+        }
+        self.refresh_gate(Utc::now());
+        Ok(())
+    }
+
+    /// Marks a rotation as under way while no pending password exists yet, so the gate closes for it.
+    pub fn mark_rotating(&self, rotating: bool) {
+        {
+            let mut inner = self.lock_inner();
+            if inner.pending.is_none() && inner.rotation.state != NEEDS_ATTENTION {
+                inner.rotation.state = if rotating { ROTATING } else { IDLE }.into();
+            }
+        }
+        self.refresh_gate(Utc::now());
+    }
+
+    /// Makes the pending password current after the servers accepted it, and reopens the gate.
+    pub async fn commit_rotation(&self, outcome: &str) -> Result<(), CredentialError> {
+        let now = Utc::now();
+        let Some(pending) = self.pending_password() else {
+            return Err(StoreError::Conflict("no pending password to commit".into()).into());
+        };
+        self.store.commit_pending_credential(now, PasswordState::Ok.as_str(), history::hash(&pending), outcome).await?;
+        {
+            let mut inner = self.lock_inner();
+            inner.password = Some(pending);
+            inner.pending = None;
+            inner.set_at = Some(now);
+            inner.status = CredentialStatus {
+                state: PasswordState::Ok.as_str().into(),
+                last_error: None,
+                last_success_at: Some(now),
+                rejected: false,
+                failed_sign_ins: 0,
+            };
+            inner.rotation =
+                RotationRecord { last_at: Some(now), last_outcome: Some(outcome.into()), ..RotationRecord::default() };
+        }
+        self.lock_tokens().clear();
+        self.generation.send_modify(|generation| *generation += 1);
+        self.refresh_gate(now);
+        Ok(())
+    }
+
+    /// Ends a rotation that did not change the password: forgets any pending password, recording its hash when the
+    /// server refused it, and schedules the next attempt after `retry_after`.
+    pub async fn abandon_rotation(
+        &self,
+        outcome: &str,
+        refused: Option<PasswordHash>,
+        retry_after: Duration,
+    ) -> Result<(), CredentialError> {
+        let now = Utc::now();
+        let rotation = {
+            let inner = self.lock_inner();
+            RotationRecord {
+                state: IDLE.into(),
+                failures: inner.rotation.failures + 1,
+                next_at: Some(now + retry_after),
+                last_at: Some(now),
+                last_outcome: Some(outcome.into()),
+            }
+        };
+        self.store.discard_pending_credential(rotation.clone(), refused, now).await?;
+        {
+            let mut inner = self.lock_inner();
+            inner.pending = None;
+            inner.rotation = rotation;
+        }
+        self.refresh_gate(now);
+        Ok(())
+    }
+
+    /// Stops all sign-ins after neither the pending nor the current password was accepted. Both stay stored,
+    /// encrypted, for a person to recover with UpdatePassword.
+    pub async fn needs_attention(&self, outcome: &str) -> Result<(), CredentialError> {
+        let now = Utc::now();
+        let rotation = {
+            let mut inner = self.lock_inner();
+            inner.rotation.state = NEEDS_ATTENTION.into();
+            inner.rotation.failures += 1;
+            inner.rotation.last_at = Some(now);
+            inner.rotation.last_outcome = Some(outcome.into());
+            inner.rotation.next_at = None;
+            inner.rotation.clone()
+        };
+        self.lock_tokens().clear();
+        self.store.update_rotation(rotation).await?;
+        tracing::error!(outcome, "password rotation needs attention; the agent makes no more sign-in attempts");
+        self.refresh_gate(now);
+        Ok(())
+    }
+
+    /// Counts a sign-in the server rejected with a candidate or during reconciliation.
+    pub async fn count_failed_sign_in(&self) -> Result<(), CredentialError> {
+        let status = {
+            let mut inner = self.lock_inner();
+            if inner.set_at.is_none() {
+                return Ok(());
+            }
+            inner.status.failed_sign_ins += 1;
+            inner.status.clone()
+        };
+        self.store.update_credential_status(status).await?;
+        Ok(())
+    }
+
     fn lock_inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("credential state lock poisoned")
     }
@@ -431,24 +636,44 @@ fn empty_status() -> CredentialStatus {
         last_error: None,
         last_success_at: None,
         rejected: false,
+        failed_sign_ins: 0,
     }
 }
 
-/// Derives the password's state at `now`; a rejection outranks the calendar.
+/// The calendar of the password: how long it lasts, and from how many days before expiry it counts as expiring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordCalendar {
+    pub max_age_days: u32,
+    pub warning_days: u32,
+}
+
+impl Default for PasswordCalendar {
+    fn default() -> PasswordCalendar {
+        PasswordCalendar { max_age_days: 90, warning_days: WARNING_WINDOW_DAYS }
+    }
+}
+
+/// Derives the password's state at `now`. An unconfirmed rotation outranks a rejection, which outranks the calendar.
 pub fn password_state(
     now: DateTime<Utc>,
     set_at: Option<DateTime<Utc>>,
-    rejected: bool,
-    max_age_days: u32,
+    status: &CredentialStatus,
+    rotation: &RotationRecord,
+    calendar: &PasswordCalendar,
 ) -> PasswordState {
     let Some(set_at) = set_at else { return PasswordState::Unset };
-    if rejected {
+    match rotation.state.as_str() {
+        NEEDS_ATTENTION => return PasswordState::NeedsAttention,
+        ROTATING => return PasswordState::Rotating,
+        _ => {}
+    }
+    if status.rejected {
         return PasswordState::Rejected;
     }
-    let expires_at = set_at + Duration::days(i64::from(max_age_days));
+    let expires_at = set_at + Duration::days(i64::from(calendar.max_age_days));
     if expires_at <= now {
         PasswordState::Expired
-    } else if expires_at - now <= Duration::days(WARNING_WINDOW_DAYS) {
+    } else if expires_at - now <= Duration::days(i64::from(calendar.warning_days)) {
         PasswordState::Expiring
     } else {
         PasswordState::Ok
@@ -479,11 +704,24 @@ mod tests {
         ];
         for (days_ago, rejected, expected) in cases {
             let set_at = days_ago.map(|days| now - Duration::days(days));
+            let status = CredentialStatus { rejected, ..empty_status() };
             assert_eq!(
-                password_state(now, set_at, rejected, 90),
+                password_state(now, set_at, &status, &RotationRecord::default(), &PasswordCalendar::default()),
                 expected,
                 "set {days_ago:?} days ago, rejected {rejected}"
             );
+        }
+    }
+
+    #[test]
+    fn rotation_state_outranks_rejection() {
+        let now = Utc::now();
+        let status = CredentialStatus { rejected: true, ..empty_status() };
+        let cases = [(ROTATING, PasswordState::Rotating), (NEEDS_ATTENTION, PasswordState::NeedsAttention)];
+        for (state, expected) in cases {
+            let rotation = RotationRecord { state: state.into(), ..RotationRecord::default() };
+            let derived = password_state(now, Some(now), &status, &rotation, &PasswordCalendar::default());
+            assert_eq!(derived, expected, "rotation state {state}");
         }
     }
 

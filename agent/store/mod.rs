@@ -38,7 +38,9 @@ use rusqlite::{
 use crate::queue::{MessageStatus, Priority};
 
 pub use audit::{AuditEvent, AuditRecord};
-pub use credential::{CredentialRecord, CredentialStatus, EncryptedPassword, PendingPassword};
+pub use credential::{
+    CredentialRecord, CredentialStatus, EncryptedPassword, PasswordHash, PendingPassword, RotationRecord,
+};
 pub use feed::FeedEvent;
 pub use inbound::{Effect, ImapState, InboundOutcome, InboundRecord, ReplyFilter, ReplyRecord};
 pub use messages::{EventRecord, MessageRecord, NewMessage, RecoveryCounts, Submission};

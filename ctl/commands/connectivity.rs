@@ -54,10 +54,22 @@ pub fn render(connectivity: &Connectivity) -> String {
         .row("Days until expiry", days_until_expiry)
         .row("Maximum age", format!("{} days", connectivity.max_age_days))
         .row("Auto-manage", if connectivity.auto_manage { "on" } else { "off" })
+        .row("Next rotation", local_time(connectivity.next_rotation_at.as_ref(), "not scheduled"))
+        .row("Last rotation", last_rotation(connectivity))
+        .row("Failed rotations", connectivity.rotation_failures.to_string())
+        .row("Failed sign-ins", connectivity.failed_sign_ins.to_string())
+        .row("Blocked sign-ins", connectivity.blocked_sign_ins.to_string())
         .row("Last sign-in", local_time(connectivity.last_successful_login.as_ref(), "never"))
         .row("Last error", or_dash(&connectivity.last_error))
         .row("Sending", sending_state(connectivity.sending_paused, &connectivity.sending_paused_reason))
         .render()
+}
+
+fn last_rotation(connectivity: &Connectivity) -> String {
+    match connectivity.last_rotation_at.as_ref() {
+        None => "never".to_string(),
+        Some(at) => format!("{}: {}", local_time(Some(at), "-"), or_dash(&connectivity.last_rotation_outcome)),
+    }
 }
 
 fn minutes(count: u32) -> String {

@@ -39,6 +39,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connectivity(ConnectivityCommand::Show) => connectivity::show(&agent, format).await,
         Command::Connectivity(ConnectivityCommand::Set(args)) => connectivity::set(&agent, format, args).await,
         Command::Password(PasswordCommand::Set(args)) => password::set(&agent, format, args).await,
+        Command::Password(PasswordCommand::Rotate) => password::rotate(&agent, format).await,
+        Command::Password(PasswordCommand::Reveal(args)) => password::reveal(&agent, format, args).await,
         Command::Upload(UploadCommand::Trigger) => upload::trigger(&agent, format).await,
         Command::Send(args) => messages::send(&agent, format, args).await,
         Command::Messages(MessagesCommand::List(args)) => messages::list(&agent, format, args).await,

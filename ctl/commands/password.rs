@@ -1,13 +1,16 @@
-//! `password set`: stores a new mailbox password. The password is read without echo and never printed.
+//! `password set`, `password rotate` and `password reveal`. A typed password is read without echo; only `reveal`
+//! ever prints one, and only to a terminal unless forced.
 
 use std::fmt;
 use std::io::{self, BufRead, IsTerminal};
 
-use nhsmail_agent::proto::{UpdatePasswordRequest, UpdatePasswordResponse};
+use nhsmail_agent::proto::{
+    RevealPasswordRequest, RotatePasswordRequest, RotatePasswordResponse, UpdatePasswordRequest, UpdatePasswordResponse,
+};
 
-use crate::cli::{OutputFormat, PasswordSetArgs};
+use crate::cli::{OutputFormat, PasswordRevealArgs, PasswordSetArgs};
 use crate::connect::Agent;
-use crate::convert::update_password_json;
+use crate::convert::{connectivity_json, update_password_json};
 use crate::error::CtlError;
 use crate::output;
 
@@ -40,6 +43,52 @@ pub async fn set(agent: &Agent, format: OutputFormat, args: PasswordSetArgs) -> 
         Some(connectivity) => output::print_warnings(&connectivity.warnings),
         None => super::print_status_warnings(agent).await,
     }
+    Ok(())
+}
+
+pub async fn rotate(agent: &Agent, format: OutputFormat) -> anyhow::Result<()> {
+    let request = agent.request(RotatePasswordRequest {});
+    let response = agent.call(agent.connectivity_service().rotate_password(request)).await?;
+    output::print_result(format, || rotate_json(&response), || render_rotation(&response));
+    match &response.connectivity {
+        Some(connectivity) => output::print_warnings(&connectivity.warnings),
+        None => super::print_status_warnings(agent).await,
+    }
+    if response.rotated {
+        Ok(())
+    } else {
+        Err(CtlError::Rejected(format!("the password was not changed: {}", response.outcome)).into())
+    }
+}
+
+fn rotate_json(response: &RotatePasswordResponse) -> serde_json::Value {
+    serde_json::json!({
+        "rotated": response.rotated,
+        "outcome": response.outcome,
+        "connectivity": response.connectivity.as_ref().map(connectivity_json),
+    })
+}
+
+fn render_rotation(response: &RotatePasswordResponse) -> String {
+    let headline = if response.rotated { "Password changed" } else { "Password not changed" };
+    let details = response.connectivity.as_ref().map(super::connectivity::render).unwrap_or_default();
+    format!("{headline}: {}\n\n{details}", response.outcome)
+}
+
+pub async fn reveal(agent: &Agent, format: OutputFormat, args: PasswordRevealArgs) -> anyhow::Result<()> {
+    if !args.force && !io::stdout().is_terminal() {
+        return Err(CtlError::Input(
+            "stdout is not a terminal, so the password was not requested; add --force to print it anyway".into(),
+        )
+        .into());
+    }
+    let request = agent.request(RevealPasswordRequest {});
+    let response = agent.call(agent.connectivity_service().reveal_password(request)).await?;
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::json!({ "password": response.password })),
+        OutputFormat::Table => println!("{}", response.password),
+    }
+    super::print_status_warnings(agent).await;
     Ok(())
 }
 

@@ -37,6 +37,8 @@ pub struct SignInCounts {
 pub struct CounterValues {
     pub sign_ins: BTreeMap<&'static str, SignInCounts>,
     pub lockouts: u64,
+    /// Password changes accepted through Graph's changePassword.
+    pub password_changes: u64,
     pub messages: BTreeMap<&'static str, u64>,
     pub token_grants: BTreeMap<&'static str, u64>,
     pub faults_fired: BTreeMap<String, u64>,
@@ -50,7 +52,14 @@ impl Default for CounterValues {
             .collect();
         let messages = MESSAGE_OUTCOMES.iter().map(|name| (*name, 0)).collect();
         let token_grants = ["password", "refresh_token"].into_iter().map(|name| (name, 0)).collect();
-        CounterValues { sign_ins, lockouts: 0, messages, token_grants, faults_fired: BTreeMap::new() }
+        CounterValues {
+            sign_ins,
+            lockouts: 0,
+            password_changes: 0,
+            messages,
+            token_grants,
+            faults_fired: BTreeMap::new(),
+        }
     }
 }
 
@@ -77,6 +86,10 @@ impl Counters {
 
     pub fn lockout(&self) {
         self.lock().lockouts += 1;
+    }
+
+    pub fn password_change(&self) {
+        self.lock().password_changes += 1;
     }
 
     /// Adds one to the message outcome `name`, which must be one of [`MESSAGE_OUTCOMES`].

@@ -29,6 +29,22 @@ pub enum FaultKind {
     /// Each SMTP reply and IMAP command's answer is delayed by `delay_ms`.
     #[serde(rename = "slow")]
     Slow,
+    /// Graph's changePassword answers 503 without changing anything.
+    #[serde(rename = "change_5xx")]
+    Change5xx,
+    /// Graph's changePassword refuses the new password with 400, as for a password used before.
+    #[serde(rename = "change_refuse")]
+    ChangeRefuse,
+    /// Graph's changePassword changes the password, then answers 504 as if the reply were lost on the way.
+    #[serde(rename = "change_lost_reply")]
+    ChangeLostReply,
+    /// Graph's changePassword waits `delay_ms` before changing anything; a client that disconnects meanwhile
+    /// cancels the change.
+    #[serde(rename = "change_hold")]
+    ChangeHold,
+    /// Graph's changePassword changes the password, then waits `delay_ms` before answering.
+    #[serde(rename = "change_hold_after_apply")]
+    ChangeHoldAfterApply,
 }
 
 impl FaultKind {
@@ -41,6 +57,11 @@ impl FaultKind {
             FaultKind::SmtpDropAfterDot => "smtp_drop_after_dot",
             FaultKind::ImapDropMidFetch => "imap_drop_mid_fetch",
             FaultKind::Slow => "slow",
+            FaultKind::Change5xx => "change_5xx",
+            FaultKind::ChangeRefuse => "change_refuse",
+            FaultKind::ChangeLostReply => "change_lost_reply",
+            FaultKind::ChangeHold => "change_hold",
+            FaultKind::ChangeHoldAfterApply => "change_hold_after_apply",
         }
     }
 }

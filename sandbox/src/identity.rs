@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::account::{ChangePasswordError, IssuedTokens, SignInError};
 use crate::counters::Protocol;
+use crate::faults::FaultKind;
 use crate::state::Shared;
 
 /// The token endpoint's path, after Entra ID's `/{tenant}/oauth2/v2.0/token`.
@@ -235,8 +236,37 @@ async fn change_password(
             now,
         );
     };
+    let take = |kind: FaultKind| {
+        let fault = shared.faults.take(kind, None);
+        if fault.is_some() {
+            shared.counters.fault_fired(kind.name());
+        }
+        fault
+    };
+    if take(FaultKind::Change5xx).is_some() {
+        return graph_error(StatusCode::SERVICE_UNAVAILABLE, "serviceNotAvailable", "Try again later.", now);
+    }
+    if take(FaultKind::ChangeRefuse).is_some() {
+        let message = "The password does not meet the policy: it was used recently.";
+        return graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", message, now);
+    }
+    if let Some(fault) = take(FaultKind::ChangeHold) {
+        // If the client goes away meanwhile, this future is dropped and nothing changes.
+        tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
+    }
+    let lost_reply = take(FaultKind::ChangeLostReply).is_some();
+    let hold_after = take(FaultKind::ChangeHoldAfterApply);
     let outcome =
         shared.account().change_password(&request.current_password, &request.new_password, now, &shared.counters);
+    if outcome.is_ok() {
+        shared.counters.password_change();
+        if lost_reply {
+            return graph_error(StatusCode::GATEWAY_TIMEOUT, "gatewayTimeout", "The reply was lost.", now);
+        }
+        if let Some(fault) = hold_after {
+            tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
+        }
+    }
     match outcome {
         Ok(()) => {
             tracing::info!("password changed through Graph");

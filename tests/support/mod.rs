@@ -3,6 +3,7 @@
 //! real-server stack's settings from `servers.env`.
 #![allow(dead_code)]
 
+pub mod rotation;
 pub mod sandbox;
 
 use std::collections::HashMap;

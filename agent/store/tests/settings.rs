@@ -1,5 +1,11 @@
 use super::{at, open_store, t0};
-use crate::store::{CredentialStatus, EncryptedPassword, StoreError, UploadCounts, UploadReport};
+use crate::store::{
+    CredentialStatus, EncryptedPassword, PasswordHash, RotationRecord, StoreError, UploadCounts, UploadReport,
+};
+
+fn hash(byte: u8) -> PasswordHash {
+    PasswordHash { salt: vec![byte; 16], hash: vec![byte; 32] }
+}
 
 fn encrypted(byte: u8) -> EncryptedPassword {
     EncryptedPassword { ciphertext: vec![byte; 40], nonce: vec![byte; 12] }
@@ -41,6 +47,7 @@ async fn credential_round_trips() {
         last_error: Some(String::from("535 authentication failed")),
         last_success_at: Some(at(5)),
         rejected: true,
+        failed_sign_ins: 1,
     };
     fixture.store.update_credential_status(status.clone()).await.unwrap();
 
@@ -60,6 +67,7 @@ async fn saving_password_clears_rejection() {
         last_error: Some(String::from("535")),
         last_success_at: None,
         rejected: true,
+        failed_sign_ins: 1,
     };
     fixture.store.update_credential_status(rejected).await.unwrap();
 
@@ -73,8 +81,13 @@ async fn saving_password_clears_rejection() {
 #[tokio::test]
 async fn status_update_needs_credential() {
     let fixture = open_store();
-    let status =
-        CredentialStatus { state: String::from("ok"), last_error: None, last_success_at: None, rejected: false };
+    let status = CredentialStatus {
+        state: String::from("ok"),
+        last_error: None,
+        last_success_at: None,
+        rejected: false,
+        failed_sign_ins: 0,
+    };
 
     let error = fixture.store.update_credential_status(status).await.unwrap_err();
 
@@ -91,10 +104,13 @@ async fn pending_password_commits() {
     assert_eq!(pending.password, encrypted(2));
     assert_eq!(pending.created_at, at(10));
 
-    fixture.store.commit_pending_credential(at(20), "ok").await.unwrap();
+    fixture.store.commit_pending_credential(at(20), "ok", hash(2), "changed").await.unwrap();
 
     let record = fixture.store.load_credential().await.unwrap().unwrap();
     assert_eq!(record.password, encrypted(2));
+    assert_eq!(record.rotation.state, "idle");
+    assert_eq!(record.rotation.last_at, Some(at(20)));
+    assert_eq!(fixture.store.password_history(4).await.unwrap(), [hash(2)]);
     assert_eq!(record.set_at, at(20));
     assert_eq!(record.status.last_success_at, Some(at(20)));
     assert_eq!(record.pending, None);
@@ -105,7 +121,7 @@ async fn commit_without_pending_is_conflict() {
     let fixture = open_store();
     fixture.store.save_credential(encrypted(1), t0(), "ok").await.unwrap();
 
-    let error = fixture.store.commit_pending_credential(at(20), "ok").await.unwrap_err();
+    let error = fixture.store.commit_pending_credential(at(20), "ok", hash(2), "changed").await.unwrap_err();
 
     assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
     assert_eq!(fixture.store.load_credential().await.unwrap().unwrap().password, encrypted(1));
@@ -117,11 +133,38 @@ async fn discarded_pending_password_is_gone() {
     fixture.store.save_credential(encrypted(1), t0(), "ok").await.unwrap();
     fixture.store.save_pending_credential(encrypted(2), at(10)).await.unwrap();
 
-    assert!(fixture.store.discard_pending_credential().await.unwrap());
+    let rotation = RotationRecord { state: "idle".into(), failures: 1, next_at: Some(at(20)), ..Default::default() };
+
+    assert!(fixture.store.discard_pending_credential(rotation.clone(), Some(hash(2)), at(15)).await.unwrap());
 
     let record = fixture.store.load_credential().await.unwrap().unwrap();
     assert_eq!(record.pending, None);
     assert_eq!(record.password, encrypted(1));
+    assert_eq!(record.rotation, rotation);
+}
+
+#[tokio::test]
+async fn pending_password_marks_rotating() {
+    let fixture = open_store();
+    fixture.store.save_credential(encrypted(1), t0(), "ok").await.unwrap();
+    fixture.store.save_pending_credential(encrypted(2), at(10)).await.unwrap();
+
+    let record = fixture.store.load_credential().await.unwrap().unwrap();
+    assert_eq!(record.rotation.state, "rotating");
+}
+
+#[tokio::test]
+async fn history_keeps_refused_beyond_limit() {
+    let fixture = open_store();
+    fixture.store.save_credential(encrypted(1), t0(), "ok").await.unwrap();
+    fixture.store.save_pending_credential(encrypted(9), at(1)).await.unwrap();
+    fixture.store.discard_pending_credential(RotationRecord::default(), Some(hash(9)), at(2)).await.unwrap();
+    for byte in 1..=5 {
+        fixture.store.add_password_history(hash(byte), at(i64::from(byte) + 10)).await.unwrap();
+    }
+
+    let history = fixture.store.password_history(2).await.unwrap();
+    assert_eq!(history, [hash(5), hash(4), hash(9)]);
 }
 
 #[test]

@@ -1,0 +1,241 @@
+//! Password rotation against the sandbox's Graph changePassword, token endpoint, SMTP and IMAP: the write-ahead
+//! steps, the change endpoint's failures, reconciliation, and the lockout protection. Each test starts its own
+//! sandbox and agent.
+
+mod support;
+
+use std::time::Duration;
+
+use nhsmail_agent::proto::{self, MessageStatus, PasswordState};
+use serde_json::json;
+use support::rotation::RotationRig;
+use support::{AuthMode, set_password, submit, wait_for_status};
+
+/// Idle time after which a sign-in would have happened if the agent were going to make one.
+const QUIET_PERIOD: Duration = Duration::from_secs(2);
+
+async fn arm(rig: &RotationRig, fault: serde_json::Value) {
+    rig.sandbox.post("/faults", fault).await;
+}
+
+async fn send_one(rig: &RotationRig, text: &str) -> proto::Message {
+    let mut clients = rig.clients.clone();
+    let response = clients.messages.submit_message(submit("07700900123", text)).await.expect("SubmitMessage succeeds");
+    let id = response.into_inner().message.expect("a submission returns its message").id;
+    wait_for_status(&mut clients, &id, MessageStatus::Sent).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_rotation_changes_password() {
+    let rig = RotationRig::start().await;
+    let old = rig.server_password().await;
+
+    let response = rig.rotate().await.expect("RotatePassword succeeds");
+
+    assert!(response.rotated, "{}", response.outcome);
+    let new = rig.server_password().await;
+    assert_ne!(new, old, "the sandbox's password changed");
+    assert_eq!(rig.reveal().await, new, "the agent holds the server's password");
+    send_one(&rig, "Your flu jab is on Tuesday at 10:00.").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotated_password_meets_policy() {
+    let rig = RotationRig::start().await;
+    rig.rotate().await.expect("RotatePassword succeeds");
+
+    let password = rig.reveal().await;
+
+    assert_eq!(password.chars().count(), 24);
+    assert!(password.chars().any(|c| c.is_ascii_uppercase()), "an upper-case letter");
+    assert!(password.chars().any(|c| c.is_ascii_lowercase()), "a lower-case letter");
+    assert!(password.chars().any(|c| c.is_ascii_digit()), "a digit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_shows_in_connectivity() {
+    let rig = RotationRig::start().await;
+    rig.rotate().await.expect("RotatePassword succeeds");
+
+    let connectivity = rig.connectivity().await;
+
+    assert_eq!(connectivity.password_state(), PasswordState::Ok);
+    assert!(connectivity.last_rotation_at.is_some(), "last rotation time");
+    assert_eq!(connectivity.rotation_failures, 0);
+    assert!(connectivity.next_rotation_at.is_some(), "the next rotation is scheduled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_candidate_replaced_next_time() {
+    let rig = RotationRig::start().await;
+    let old = rig.server_password().await;
+    arm(&rig, json!({ "kind": "change_refuse" })).await;
+
+    let refused = rig.rotate().await.expect("RotatePassword returns an outcome");
+    assert!(!refused.rotated, "the first attempt is refused");
+    assert!(refused.outcome.contains("refused"), "{}", refused.outcome);
+    assert_eq!(rig.server_password().await, old, "nothing changed on the server");
+    assert_eq!(rig.connectivity().await.rotation_failures, 1);
+
+    let second = rig.rotate().await.expect("RotatePassword succeeds");
+    assert!(second.rotated, "{}", second.outcome);
+    assert_eq!(rig.reveal().await, rig.server_password().await);
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 0, "no sign-in failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_reply_reconciled_to_new() {
+    let rig = RotationRig::start().await;
+    arm(&rig, json!({ "kind": "change_lost_reply" })).await;
+
+    let response = rig.rotate().await.expect("RotatePassword returns an outcome");
+
+    assert!(response.rotated, "{}", response.outcome);
+    assert_eq!(rig.reveal().await, rig.server_password().await);
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 0, "the new password was tried first and worked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_change_keeps_current() {
+    let rig = RotationRig::start().await;
+    let old = rig.server_password().await;
+    arm(&rig, json!({ "kind": "change_5xx" })).await;
+
+    let response = rig.rotate().await.expect("RotatePassword returns an outcome");
+
+    assert!(!response.rotated, "{}", response.outcome);
+    assert_eq!(rig.server_password().await, old);
+    assert_eq!(rig.reveal().await, old, "the agent kept the current password");
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 1, "the candidate was tried once");
+    let connectivity = rig.connectivity().await;
+    assert_eq!(connectivity.password_state(), PasswordState::Ok);
+    assert_eq!(connectivity.rotation_failures, 1);
+    assert!(!connectivity.pending_password, "the candidate was discarded");
+    send_one(&rig, "Please call the surgery about your results.").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_change_delays_next_attempt() {
+    let rig = RotationRig::start().await;
+    arm(&rig, json!({ "kind": "change_5xx" })).await;
+    rig.rotate().await.expect("RotatePassword returns an outcome");
+
+    let connectivity = rig.connectivity().await;
+
+    let next = connectivity.next_rotation_at.expect("a retry is scheduled");
+    let wait = next.seconds - chrono::Utc::now().timestamp();
+    assert!(wait >= 540, "the next attempt is at least 10 minutes away, not {wait} s");
+    let warnings: Vec<&str> = connectivity.warnings.iter().map(|warning| warning.code.as_str()).collect();
+    assert!(warnings.contains(&"password_rotation_failing"), "{warnings:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_changed_behind_back_needs_attention() {
+    let rig = RotationRig::start().await;
+    arm(&rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
+    let rotation = {
+        let rig_clients = rig.clients.clone();
+        tokio::spawn(async move {
+            let mut clients = rig_clients;
+            clients.connectivity.rotate_password(proto::RotatePasswordRequest {}).await
+        })
+    };
+    support::wait_for(support::rotation::LIMIT, "the sandbox to apply the change", || async {
+        (rig.counter("password_changes").await == 1).then_some(())
+    })
+    .await;
+    rig.sandbox.post("/account/password", json!({ "password": "Someone-Else-Set-This-1" })).await;
+
+    let response = rotation.await.unwrap().expect("RotatePassword returns an outcome").into_inner();
+
+    assert!(!response.rotated, "{}", response.outcome);
+    let connectivity = rig.connectivity().await;
+    assert_eq!(connectivity.password_state(), PasswordState::NeedsAttention);
+    assert!(connectivity.sending_paused, "sending is paused");
+    assert_eq!(rig.counter("lockouts").await, 0, "the account is not locked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn needs_attention_makes_no_sign_ins() {
+    let rig = RotationRig::start().await;
+    arm(&rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
+    let mut clients = rig.clients.clone();
+    let rotation =
+        tokio::spawn(async move { clients.connectivity.rotate_password(proto::RotatePasswordRequest {}).await });
+    support::wait_for(support::rotation::LIMIT, "the sandbox to apply the change", || async {
+        (rig.counter("password_changes").await == 1).then_some(())
+    })
+    .await;
+    rig.sandbox.post("/account/password", json!({ "password": "Someone-Else-Set-This-1" })).await;
+    rotation.await.unwrap().expect("RotatePassword returns an outcome");
+    let failed = rig.sandbox.all_failed_sign_ins().await;
+
+    let mut clients = rig.clients.clone();
+    clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.expect("TriggerUpload returns a report");
+    tokio::time::sleep(QUIET_PERIOD).await;
+
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, failed, "no sign-in after needs_attention");
+    assert!(rig.connectivity().await.blocked_sign_ins > 0, "the upload's sign-in was blocked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_password_recovers_needs_attention() {
+    let rig = RotationRig::start().await;
+    arm(&rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
+    let mut clients = rig.clients.clone();
+    let rotation =
+        tokio::spawn(async move { clients.connectivity.rotate_password(proto::RotatePasswordRequest {}).await });
+    support::wait_for(support::rotation::LIMIT, "the sandbox to apply the change", || async {
+        (rig.counter("password_changes").await == 1).then_some(())
+    })
+    .await;
+    rig.sandbox.post("/account/password", json!({ "password": "Someone-Else-Set-This-1" })).await;
+    rotation.await.unwrap().expect("RotatePassword returns an outcome");
+
+    let mut clients = rig.clients.clone();
+    let response = set_password(&mut clients, "Someone-Else-Set-This-1", false).await;
+
+    assert!(response.verified, "the typed password was checked");
+    let connectivity = rig.wait_until_settled().await;
+    assert!(!connectivity.sending_paused, "sending resumed");
+    send_one(&rig, "Your repeat prescription is ready to collect.").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_expiry_warns_without_retrying() {
+    let rig = RotationRig::start_in(AuthMode::Password).await;
+    rig.sandbox.post("/account/expire-password", json!({})).await;
+    let mut clients = rig.clients.clone();
+    let response = clients.messages.submit_message(submit("07700900123", "Your review is due.")).await.unwrap();
+    let id = response.into_inner().message.unwrap().id;
+
+    support::wait_for(support::rotation::LIMIT, "the agent to notice the rejection", || async {
+        (rig.connectivity().await.password_state() == PasswordState::Rejected).then_some(())
+    })
+    .await;
+    clients.agent.trigger_upload(proto::TriggerUploadRequest {}).await.expect("TriggerUpload returns a report");
+    tokio::time::sleep(QUIET_PERIOD).await;
+
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 1, "one failed sign-in, no retry loop");
+    let status = clients.agent.get_status(proto::GetStatusRequest {}).await.unwrap().into_inner();
+    let codes: Vec<&str> = status.warnings.iter().map(|warning| warning.code.as_str()).collect();
+    assert!(codes.contains(&"password_rejected"), "{codes:?}");
+
+    rig.sandbox.post("/account/password", json!({ "password": "Practice-Set-New-One-2" })).await;
+    assert!(set_password(&mut clients, "Practice-Set-New-One-2", false).await.verified, "UpdatePassword works");
+    wait_for_status(&mut clients, &id, MessageStatus::Sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reveal_is_audited() {
+    let mut rig = RotationRig::start().await;
+    rig.reveal().await;
+    rig.agent.stop();
+
+    let store = nhsmail_agent::store::Store::open(nhsmail_agent::store::database_path(&rig.agent.data_dir)).unwrap();
+    let audit = store.list_audit(None, 100).await.unwrap();
+
+    let reveal = audit.iter().find(|record| record.event.action == "RevealPassword").expect("an audit row");
+    assert_eq!(reveal.event.caller, "admin");
+    assert_eq!(reveal.event.outcome, "ok");
+}
