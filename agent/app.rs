@@ -147,6 +147,8 @@ pub struct App {
     pub new_message: Notify,
     /// Woken when the upload interval changes.
     pub schedule_changed: Notify,
+    /// Woken when `auto_manage` changes, so a rotation that became due starts at once.
+    pub rotation_changed: Notify,
     pub upload_triggers: mpsc::Sender<UploadTrigger>,
     /// Held for reading while a message is handed to SMTP, and for writing by a rotation, which must not start
     /// while a send signed in with the old password is under way.
@@ -171,6 +173,7 @@ impl App {
             credentials,
             new_message: Notify::new(),
             schedule_changed: Notify::new(),
+            rotation_changed: Notify::new(),
             upload_triggers,
             send_guard: tokio::sync::RwLock::new(()),
             rotation_requests,
@@ -498,6 +501,7 @@ impl App {
         if let Some(auto_manage) = update.auto_manage {
             self.store.set_setting("auto_manage", if auto_manage { "true" } else { "false" }, Utc::now()).await?;
             tracing::info!(auto_manage, "automatic password management changed");
+            self.rotation_changed.notify_one();
         }
         if let Some(username) = update.username {
             self.credentials.set_username(username.trim().to_string()).await?;

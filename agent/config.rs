@@ -739,19 +739,20 @@ fn resolve_password<E: Fn(&str) -> Option<String>>(
     raw: RawPassword,
 ) -> Result<PasswordSettings, ConfigError> {
     let max_age_days = resolver
-        .integer("[password] max_age_days", "NHSMAIL_PASSWORD_MAX_AGE_DAYS", raw.max_age_days, 1..=3650, "days")?
+        .integer("[password] max_age_days", "NHSMAIL_PASSWORD_MAX_AGE_DAYS", raw.max_age_days, 2..=3650, "days")?
         .unwrap_or(90) as u32;
     let auto_manage =
         resolver.boolean("[password] auto_manage", "NHSMAIL_PASSWORD_AUTO_MANAGE", raw.auto_manage)?.unwrap_or(true);
+    // A rotation due on the day of setting would start again as soon as it committed, so it must leave a day.
     let rotate_days_before_expiry = resolver
         .integer(
             "[password] rotate_days_before_expiry",
             "NHSMAIL_PASSWORD_ROTATE_DAYS_BEFORE_EXPIRY",
             raw.rotate_days_before_expiry,
-            1..=i64::from(max_age_days.saturating_sub(1).max(1)),
+            1..=i64::from(max_age_days - 1),
             "days, less than [password] max_age_days",
         )?
-        .unwrap_or(14.min(i64::from(max_age_days) / 2).max(1)) as u32;
+        .unwrap_or(14.min(u64::from(max_age_days) / 2).max(1) as i64) as u32;
     let warn_days = resolve_warn_days(resolver, raw.warn_days, max_age_days)?;
     let min_length = resolver
         .integer("[password] min_length", "NHSMAIL_PASSWORD_MIN_LENGTH", raw.min_length, 12..=128, "characters")?

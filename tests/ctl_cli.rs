@@ -190,6 +190,26 @@ impl ConnectivityService for FakeAgent {
         self.received.lock().unwrap().update_password.push(request);
         Ok(Response::new(UpdatePasswordResponse { verified, connectivity: Some(fixed_connectivity()) }))
     }
+
+    async fn rotate_password(
+        &self,
+        request: Request<nhsmail_agent::proto::RotatePasswordRequest>,
+    ) -> Result<Response<nhsmail_agent::proto::RotatePasswordResponse>, Status> {
+        self.authorise(&request, true).await?;
+        Ok(Response::new(nhsmail_agent::proto::RotatePasswordResponse {
+            rotated: false,
+            outcome: "the change endpoint refused the new password: it was used recently".into(),
+            connectivity: Some(fixed_connectivity()),
+        }))
+    }
+
+    async fn reveal_password(
+        &self,
+        request: Request<nhsmail_agent::proto::RevealPasswordRequest>,
+    ) -> Result<Response<nhsmail_agent::proto::RevealPasswordResponse>, Status> {
+        self.authorise(&request, true).await?;
+        Ok(Response::new(nhsmail_agent::proto::RevealPasswordResponse { password: TEST_PASSWORD.into() }))
+    }
 }
 
 #[tonic::async_trait]
@@ -640,6 +660,37 @@ async fn password_stdin_sent_not_printed() {
     assert_eq!(update.password, TEST_PASSWORD);
     assert_eq!(update.confirmation, TEST_PASSWORD);
     assert!(!update.skip_verification);
+}
+
+#[tokio::test]
+async fn reveal_refuses_non_terminal() {
+    let harness = Harness::start().await;
+
+    let output = harness.ctl_with(&["password", "reveal"], &[], None).await;
+
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    assert!(stderr(&output).contains("--force"), "{}", stderr(&output));
+    assert!(!stdout(&output).contains(TEST_PASSWORD));
+}
+
+#[tokio::test]
+async fn reveal_with_force_prints_password() {
+    let harness = Harness::start().await;
+
+    let output = harness.ctl_with(&["password", "reveal", "--force"], &[], None).await;
+
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), TEST_PASSWORD);
+}
+
+#[tokio::test]
+async fn failed_rotation_exits_one_with_outcome() {
+    let harness = Harness::start().await;
+
+    let output = harness.ctl_with(&["password", "rotate"], &[], None).await;
+
+    assert_eq!(exit_code(&output), 1);
+    assert!(stderr(&output).contains("it was used recently"), "{}", stderr(&output));
 }
 
 #[tokio::test]

@@ -14,6 +14,15 @@ use support::{AuthMode, set_password, submit, wait_for_status};
 /// Idle time after which a sign-in would have happened if the agent were going to make one.
 const QUIET_PERIOD: Duration = Duration::from_secs(2);
 
+/// Moves the stored password's set-at `days` into the past while the agent is stopped, as if it had been set then.
+fn backdate_password(data_dir: &std::path::Path, days: i64) {
+    let connection = rusqlite::Connection::open(nhsmail_agent::store::database_path(data_dir)).unwrap();
+    let updated = connection
+        .execute("UPDATE credential SET set_at = set_at - ?1", [days * 86_400_000])
+        .expect("the credential row can be backdated");
+    assert_eq!(updated, 1, "one stored credential");
+}
+
 async fn arm(rig: &RotationRig, fault: serde_json::Value) {
     rig.sandbox.post("/faults", fault).await;
 }
@@ -238,4 +247,42 @@ async fn reveal_is_audited() {
     let reveal = audit.iter().find(|record| record.event.action == "RevealPassword").expect("an audit row");
     assert_eq!(reveal.event.caller, "admin");
     assert_eq!(reveal.event.outcome, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn due_rotation_runs_by_itself() {
+    let mut rig = RotationRig::start().await;
+    let old = rig.server_password().await;
+    rig.agent.stop();
+    backdate_password(&rig.agent.data_dir, 80);
+
+    rig.restart_with_env(&[]).await;
+
+    support::wait_for(support::rotation::LIMIT, "the scheduled rotation", || async {
+        (rig.server_password().await != old).then_some(())
+    })
+    .await;
+    let connectivity = rig.wait_until_settled().await;
+    assert_eq!(rig.reveal().await, rig.server_password().await);
+    assert_eq!(connectivity.days_until_expiry, Some(89), "the new password has a full 90 days");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unmanaged_password_only_warns() {
+    let mut rig = RotationRig::start().await;
+    let mut clients = rig.clients.clone();
+    let update = proto::UpdateConnectivityRequest { auto_manage: Some(false), ..Default::default() };
+    clients.connectivity.update_connectivity(update).await.expect("UpdateConnectivity succeeds");
+    rig.agent.stop();
+    backdate_password(&rig.agent.data_dir, 80);
+
+    rig.restart_with_env(&[]).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+
+    assert_eq!(rig.counter("password_changes").await, 0, "no automatic change");
+    let connectivity = rig.connectivity().await;
+    assert_eq!(connectivity.password_state(), PasswordState::Expiring);
+    let warning = connectivity.warnings.iter().find(|warning| warning.code == "password_expiring");
+    let message = &warning.expect("an expiry warning").message;
+    assert!(message.contains("expires in 9 days"), "{message}");
 }

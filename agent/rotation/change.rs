@@ -1,5 +1,5 @@
 //! The client for the password change endpoint, in the shape of Microsoft Graph's `POST /me/changePassword`: a JSON
-//! body with `currentPassword` and `newPassword`, authorised by an access token, answered by 204 No Content.
+//! body with `currentPassword` and `newPassword`, authorised by an access token; success is 204 No Content.
 //!
 //! The outcome is classified for the write-ahead rotation. The candidate can be refused (the account's rules or
 //! history), the current password rejected, or the result left unknown: a timeout or a dropped connection may

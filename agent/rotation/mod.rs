@@ -2,7 +2,7 @@
 //! account.
 //!
 //! A rotation closes the sending gate and waits for the message being sent, stores the new password encrypted as
-//! *pending*, asks the change endpoint to switch to it, confirms it with the token endpoint, SMTP and IMAP, and
+//! *pending*, calls the change endpoint to switch to it, confirms it with the token endpoint, SMTP and IMAP, and
 //! only then commits it as current. Whenever a step fails in a way that leaves the server's password unknown, and
 //! at start-up with a pending password, [`Engine::reconcile`] finds out which password the server accepts by trying
 //! the pending one once and then the current one once. When neither works the agent stops signing in and waits
@@ -29,7 +29,7 @@ use crate::transport::smtp::{SmtpClient, SmtpErrorKind};
 use crate::transport::{Credentials, TlsSettings};
 use change::{ChangeError, PasswordChanger};
 
-/// The longest sleep between checks of the schedule, so a change of `auto_manage` or of the clock is noticed.
+/// The maximum sleep between checks of the schedule, so a change of `auto_manage` or of the clock is noticed.
 const RECHECK: StdDuration = StdDuration::from_secs(60);
 /// The first wait before reconciling again when the servers could not be reached; doubles up to ten minutes.
 const RECONCILE_RETRY: StdDuration = StdDuration::from_secs(15);
@@ -37,7 +37,7 @@ const MAX_RECONCILE_RETRY: StdDuration = StdDuration::from_secs(600);
 /// The wait between verification attempts while a changed password has not yet reached every server.
 const VERIFY_RETRY: StdDuration = StdDuration::from_secs(1);
 
-/// Who asked for a rotation or a reveal, for the audit trail.
+/// The caller of a rotation or a reveal, for the audit trail.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub name: String,
@@ -46,13 +46,13 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// The agent itself, for scheduled rotations and start-up reconciliation.
+    /// Returns the agent itself as the caller, for scheduled rotations and start-up reconciliation.
     pub fn agent() -> Actor {
         Actor { name: "agent".into(), role: "system".into(), peer: None }
     }
 }
 
-/// How a rotation attempt ended.
+/// The result of a rotation attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationOutcome {
     /// Whether a new password was committed.
@@ -109,17 +109,13 @@ pub async fn run(app: Arc<App>, mut requests: mpsc::Receiver<RotationRequest>, s
                 unresolved = engine.needs_reconciliation();
                 let _ = reply.send(result);
             }
+            _ = app.rotation_changed.notified(), if !unresolved => unresolved = engine.rotate_if_due().await,
             _ = tokio::time::sleep(wait) => {
                 if unresolved {
                     retry = (retry * 2).min(MAX_RECONCILE_RETRY);
                     continue;
                 }
-                if engine.is_due().await {
-                    if let Err(error) = engine.rotate(&Actor::agent(), "schedule").await {
-                        tracing::warn!(%error, "scheduled password rotation did not start");
-                    }
-                    unresolved = engine.needs_reconciliation();
-                }
+                unresolved = engine.rotate_if_due().await;
             }
         }
     }
@@ -150,7 +146,7 @@ pub fn changer_for(app: &App) -> Result<PasswordChanger, String> {
 struct Engine {
     app: Arc<App>,
     changer: Option<PasswordChanger>,
-    /// Why automatic changes cannot run, when they cannot.
+    /// The reason automatic changes cannot run, when they cannot.
     unavailable: Option<String>,
     /// Set once the pending password was rejected in this process, so reconciliation does not try it again.
     pending_rejected: bool,
@@ -177,6 +173,16 @@ impl Engine {
         self.changer.is_some()
             && schedule::next_rotation_at(&status, auto_manage, settings.rotate_days_before_expiry)
                 .is_some_and(|due| due <= Utc::now())
+    }
+
+    /// Runs a scheduled rotation if one is due, and returns whether a pending password is left to reconcile.
+    async fn rotate_if_due(&mut self) -> bool {
+        if self.is_due().await
+            && let Err(error) = self.rotate(&Actor::agent(), "schedule").await
+        {
+            tracing::warn!(%error, "scheduled password rotation did not start");
+        }
+        self.needs_reconciliation()
     }
 
     async fn until_due(&self) -> StdDuration {

@@ -8,7 +8,7 @@ use crate::credentials::{IDLE, PasswordState, PasswordStatus};
 
 /// The first wait after a failed rotation; each further failure doubles it.
 const FIRST_BACKOFF: Duration = Duration::minutes(10);
-/// The longest wait between failed rotations.
+/// The maximum wait between failed rotations.
 const MAX_BACKOFF: Duration = Duration::hours(24);
 
 /// Returns the wait before the next attempt after `failures` failed rotations in a row: 10 minutes doubling up to
