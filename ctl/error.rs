@@ -92,10 +92,10 @@ impl CtlError {
             if message.is_empty() { prefix.to_string() } else { format!("{prefix}: {message}") }
         };
 
-        // tonic reports a connection that failed during a call, such as a TLS alert, as Unknown "transport error".
-        if status.code() == Code::Unknown
-            && let Some(reason) = io_reason(&status)
-        {
+        // A status with a source was made by this client from a connection failure, never sent by the agent: a TLS
+        // alert arrives as Unknown "transport error", and TLS bytes read as HTTP/2 as Internal "h2 protocol error".
+        if matches!(status.code(), Code::Unknown | Code::Internal) && std::error::Error::source(&status).is_some() {
+            let reason = io_reason(&status).unwrap_or_else(|| message.clone());
             return unreachable_with_hint(url, reason, Box::new(status));
         }
 

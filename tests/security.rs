@@ -612,3 +612,37 @@ async fn secrets_never_leave_memory_in_clear() {
     }
     assert!(!audit_rows.events.is_empty());
 }
+
+// ---- files ----
+
+#[test]
+fn data_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::start(&dir.path().join("agent"), &offline_config(""));
+    agent.stop();
+
+    let mode = |name: &str| std::fs::metadata(agent.data_dir.join(name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("."), 0o700);
+    for file in ["agent.db", "credential.key", "admin.token"] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
+    assert!(!agent.log().contains("open to other users"), "{}", agent.log());
+}
+
+#[test]
+fn open_database_is_tightened_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("agent");
+    let mut agent = AgentProcess::start(&data_dir, &offline_config(""));
+    agent.stop();
+    let database = data_dir.join("agent.db");
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let mut agent = AgentProcess::start(&data_dir, &offline_config(""));
+    agent.stop();
+
+    assert_eq!(std::fs::metadata(&database).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(agent.log().contains("open to other users"), "{}", agent.log());
+}

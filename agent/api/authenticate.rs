@@ -14,6 +14,7 @@ use tonic::codegen::Service;
 use tonic::transport::server::TcpConnectInfo;
 
 use super::throttle::{Admission, Throttle};
+use super::tls::is_power_of_ten;
 use crate::auth::TokenAuthority;
 
 /// Message of a call without an `authorization` header.
@@ -133,11 +134,4 @@ impl AuthenticateLayer {
             tracing::debug!(peer = %address, failures, "rejected a call with an unknown or revoked token");
         }
     }
-}
-
-fn is_power_of_ten(mut number: u64) -> bool {
-    while number >= 10 && number.is_multiple_of(10) {
-        number /= 10;
-    }
-    number == 1
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -132,6 +133,7 @@ pub fn incoming(
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     let local = listener.local_addr().ok();
+    let failures = Arc::new(AtomicU64::new(0));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -149,8 +151,9 @@ pub fn incoming(
             };
             let acceptor = acceptor.clone();
             let sender = sender.clone();
+            let failures = failures.clone();
             tokio::spawn(async move {
-                if let Some(stream) = handshake(acceptor, tcp, peer).await {
+                if let Some(stream) = handshake(acceptor, tcp, peer, &failures).await {
                     let info = TcpConnectInfo { local_addr: local, remote_addr: Some(peer) };
                     let _ = sender.send(Ok(TlsConnection { stream, info })).await;
                 }
@@ -160,16 +163,32 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
-async fn handshake(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr) -> Option<TlsStream<TcpStream>> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => Some(stream),
-        Ok(Err(error)) => {
-            tracing::warn!(%peer, %error, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::warn!(%peer, seconds = HANDSHAKE_TIMEOUT.as_secs(), "TLS handshake timed out");
-            None
-        }
+/// Runs one handshake. Failures are counted and logged at warn for the 1st, 10th, 100th and so on, so a port
+/// scanner cannot flood the log. The others are logged at debug.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    failures: &AtomicU64,
+) -> Option<TlsStream<TcpStream>> {
+    let error = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("timed out after {} seconds", HANDSHAKE_TIMEOUT.as_secs()),
+    };
+    let count = failures.fetch_add(1, Ordering::Relaxed) + 1;
+    if is_power_of_ten(count) {
+        tracing::warn!(%peer, error, failures = count, "TLS handshake failed");
+    } else {
+        tracing::debug!(%peer, error, failures = count, "TLS handshake failed");
     }
+    None
+}
+
+/// Returns whether `number` is 1, 10, 100 and so on: the counts at which repeated failures are logged at warn.
+pub(super) fn is_power_of_ten(mut number: u64) -> bool {
+    while number >= 10 && number.is_multiple_of(10) {
+        number /= 10;
+    }
+    number == 1
 }
