@@ -449,6 +449,25 @@ async fn revoked_token_fails_at_once() {
     assert_eq!(call(&channel, Some(&token), "GetStatus").await, Code::Unauthenticated);
 }
 
+#[tokio::test]
+async fn unknown_tokens_are_logged_as_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &offline_config(""));
+    let channel = Channel::from_shared(agent.url()).unwrap().connect().await.unwrap();
+    let guess = "0123456789abcdef.invented-guess-marker";
+
+    for _ in 0..10 {
+        assert_eq!(call(&channel, Some(guess), "GetStatus").await, Code::Unauthenticated);
+    }
+
+    let log = agent.log();
+    let warned = |count: &str| log.lines().any(|line| line.contains(" WARN ") && line.ends_with(count));
+    assert!(warned("failures=1"), "{log}");
+    assert!(warned("failures=10"), "{log}");
+    assert!(!warned("failures=5"), "{log}");
+    assert!(!log.contains("invented-guess-marker"), "{log}");
+}
+
 #[test]
 fn ctl_names_permission_denied() {
     let dir = tempfile::tempdir().unwrap();

@@ -111,6 +111,8 @@ impl AuthenticateLayer {
             tracing::debug!(peer = %address, "rejected a call without a token");
             return Err(Status::unauthenticated(MISSING_TOKEN));
         };
+        // NOTE: every call costs one indexed SQLite read on a blocking thread, so a revoke applies at once; its cost
+        // against the 3,000 unary calls/s target has not been measured.
         match self.authority.verify(&token).await {
             Ok(Some(caller)) => Ok(caller),
             Ok(None) => {
