@@ -10,6 +10,7 @@ const PROTO_FILES: &[&str] = &[
     "proto/nhsmail/agent/v1/status.proto",
     "proto/nhsmail/agent/v1/optouts.proto",
     "proto/nhsmail/agent/v1/inbox.proto",
+    "proto/nhsmail/agent/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -101,6 +101,10 @@ pub struct AgentSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// The source of the latest version for the upload cycle's check; `None` skips the check.
     pub update_feed: Option<UpdateFeed>,
+    /// TLS for the gRPC listener; required for an address other than loopback.
+    pub tls: Option<ServerTls>,
+    /// Days audit rows are kept, 1 to 36500.
+    pub audit_retention_days: u32,
 }
 
 /// The software update feed: a JSON document naming the latest version, read from a file or fetched over HTTPS.
@@ -118,6 +122,15 @@ impl std::fmt::Display for UpdateFeed {
             UpdateFeed::Url(url) => write!(formatter, "{url}"),
         }
     }
+}
+
+/// The gRPC listener's certificate chain and key (PEM files), and the CA that client certificates must be signed
+/// by when mutual TLS is on.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +229,10 @@ struct RawAgent {
     metrics_listen: Option<Scalar>,
     metrics_allow_remote: Option<Scalar>,
     update_feed: Option<Scalar>,
+    tls_cert: Option<Scalar>,
+    tls_key: Option<Scalar>,
+    tls_client_ca: Option<Scalar>,
+    audit_retention_days: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -429,11 +446,14 @@ fn resolve_agent<E: Fn(&str) -> Option<String>>(
             return Err(invalid(key, listen_source, "expected an address and port such as 127.0.0.1:50051".into()));
         }
     };
-    if !listen.ip().is_loopback() {
+    let tls = resolve_server_tls(resolver, raw.tls_cert, raw.tls_key, raw.tls_client_ca)?;
+    if !listen.ip().is_loopback() && tls.is_none() {
         return Err(invalid(
             key,
             listen_source,
-            "only loopback addresses (127.0.0.1 or [::1]) are allowed until TLS is configured".into(),
+            "an address other than loopback (127.0.0.1 or [::1]) needs TLS: set [agent] tls_cert and [agent] tls_key \
+             (NHSMAIL_TLS_CERT, NHSMAIL_TLS_KEY) to PEM files"
+                .into(),
         ));
     }
 
@@ -460,7 +480,24 @@ fn resolve_agent<E: Fn(&str) -> Option<String>>(
 
     let metrics_listen = resolve_metrics_listen(resolver, raw.metrics_listen, raw.metrics_allow_remote)?;
     let update_feed = resolver.pick("NHSMAIL_UPDATE_FEED", raw.update_feed).map(resolve_update_feed).transpose()?;
-    Ok(AgentSettings { listen, data_dir, upload_interval_minutes, metrics_listen, update_feed })
+    let audit_retention_days = resolver
+        .integer(
+            "[agent] audit_retention_days",
+            "NHSMAIL_AUDIT_RETENTION_DAYS",
+            raw.audit_retention_days,
+            1..=36500,
+            "days",
+        )?
+        .unwrap_or(400) as u32;
+    Ok(AgentSettings {
+        listen,
+        data_dir,
+        upload_interval_minutes,
+        metrics_listen,
+        update_feed,
+        tls,
+        audit_retention_days,
+    })
 }
 
 /// Resolves `[agent] metrics_listen`. The metrics show queue sizes and sign-in failures, so an address other than
@@ -506,6 +543,43 @@ fn resolve_update_feed(source: Source<String>) -> Result<UpdateFeed, ConfigError
         return parse_http_url(key, source).map(UpdateFeed::Url);
     }
     Ok(UpdateFeed::File(PathBuf::from(value)))
+}
+
+/// Resolves the listener's TLS files: `tls_cert` and `tls_key` together or neither, and `tls_client_ca` only with
+/// them. Each file must exist; its contents are checked when the listener starts.
+fn resolve_server_tls<E: Fn(&str) -> Option<String>>(
+    resolver: &Resolver<'_, E>,
+    cert: Option<Scalar>,
+    key: Option<Scalar>,
+    client_ca: Option<Scalar>,
+) -> Result<Option<ServerTls>, ConfigError> {
+    let file = |key: &'static str, env_name: &str, value: Option<Scalar>| -> Result<Option<PathBuf>, ConfigError> {
+        let Some(source) = resolver.pick(env_name, value) else { return Ok(None) };
+        let path = PathBuf::from(source.value.trim());
+        if !path.is_file() {
+            return Err(invalid(key, source, "the file does not exist or is not a regular file".into()));
+        }
+        Ok(Some(path))
+    };
+    let cert = file("[agent] tls_cert", "NHSMAIL_TLS_CERT", cert)?;
+    let key = file("[agent] tls_key", "NHSMAIL_TLS_KEY", key)?;
+    let client_ca = file("[agent] tls_client_ca", "NHSMAIL_TLS_CLIENT_CA", client_ca)?;
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(ServerTls { cert, key, client_ca })),
+        (None, None) if client_ca.is_some() => Err(ConfigError::Missing {
+            key: "[agent] tls_cert",
+            hint: "[agent] tls_client_ca needs TLS on: set [agent] tls_cert and [agent] tls_key too",
+        }),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Missing {
+            key: "[agent] tls_key",
+            hint: "[agent] tls_cert is set; set tls_key to the PEM file of its private key",
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            key: "[agent] tls_cert",
+            hint: "[agent] tls_key is set; set tls_cert to the PEM file of the certificate chain",
+        }),
+    }
 }
 
 fn resolve_nhsmail<E: Fn(&str) -> Option<String>>(
@@ -992,6 +1066,53 @@ mod tests {
         let message = load(&text, &[]).unwrap_err().to_string();
         assert!(message.contains("[agent] listen"), "{message}");
         assert!(message.contains("loopback"), "{message}");
+    }
+
+    #[test]
+    fn non_loopback_error_names_tls_keys() {
+        let text = format!("[agent]\nlisten = \"0.0.0.0:50051\"\n{MINIMAL}");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[agent] tls_cert"), "{message}");
+        assert!(message.contains("[agent] tls_key"), "{message}");
+    }
+
+    #[test]
+    fn non_loopback_listen_accepted_with_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("agent.crt"), dir.path().join("agent.key"));
+        std::fs::write(&cert, "certificate").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        let text = format!(
+            "[agent]\nlisten = \"0.0.0.0:50051\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{MINIMAL}",
+            cert.display(),
+            key.display()
+        );
+        let tls = load(&text, &[]).unwrap().agent.tls.unwrap();
+        assert_eq!(tls.cert, cert);
+        assert_eq!(tls.client_ca, None);
+    }
+
+    #[test]
+    fn tls_cert_without_key_names_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("agent.crt");
+        std::fs::write(&cert, "certificate").unwrap();
+        let text = format!("[agent]\ntls_cert = \"{}\"\n{MINIMAL}", cert.display());
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.starts_with("missing [agent] tls_key"), "{message}");
+    }
+
+    #[test]
+    fn missing_tls_file_names_key() {
+        let text = format!("[agent]\ntls_client_ca = \"/nonexistent/ca.pem\"\n{MINIMAL}");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(message.contains("[agent] tls_client_ca"), "{message}");
+        assert!(message.contains("does not exist"), "{message}");
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_400_days() {
+        assert_eq!(load(MINIMAL, &[]).unwrap().agent.audit_retention_days, 400);
     }
 
     #[test]

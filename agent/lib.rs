@@ -16,7 +16,8 @@
 //! - [`upload`]: the periodic upload cycle that collects replies and reports over IMAP, and moves and deletes
 //!   processed mail.
 //! - [`watcher`]: the task that keeps INBOX in IMAP IDLE and starts an upload cycle when new mail arrives.
-//! - [`auth`]: the admin bearer token.
+//! - [`auth`]: bearer tokens with roles, stored as salted hashes.
+//! - [`permissions`]: the modes of the data directory and its private files, checked at start-up.
 //! - [`api`]: the gRPC services; thin wrappers over [`app`].
 //! - [`paths`]: default file locations shared with nhsmail-ctl.
 //! - [`metrics`]: the optional Prometheus endpoint.
@@ -31,6 +32,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod oauth;
 pub mod paths;
+pub mod permissions;
 pub mod queue;
 pub mod rotation;
 pub mod secret;

@@ -3,6 +3,7 @@
 //! first starts a built-in NHSmail sandbox and runs against that ([`sandbox_mode`]).
 
 mod sandbox_mode;
+mod token_command;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use nhsmail_agent::app::App;
-use nhsmail_agent::auth::TokenAuthority;
+use nhsmail_agent::auth::{Role, TokenAuthority};
 use nhsmail_agent::config::{Config, MailboxAuth, Overrides};
 use nhsmail_agent::credentials::{CredentialManager, PasswordCalendar, Vault, WARNING_WINDOW_DAYS};
 use nhsmail_agent::oauth::OAuthClient;
@@ -42,13 +43,13 @@ const EXIT_RUNTIME: u8 = 1;
 )]
 struct Args {
     /// TOML config file with [agent], [nhsmail], [sending] and [password] sections.
-    #[arg(long, value_name = "FILE", env = "NHSMAIL_CONFIG")]
+    #[arg(long, global = true, value_name = "FILE", env = "NHSMAIL_CONFIG")]
     config: Option<PathBuf>,
     /// Directory for the database, the key file and the admin token (created with mode 0700).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// gRPC listen address and port; loopback only, for example 127.0.0.1:50051. Port 0 picks a free port; the
-    /// agent prints "listening on ADDR" on standard output once it accepts calls.
+    /// gRPC listen address and port, for example 127.0.0.1:50051; loopback unless [agent] tls_cert and tls_key are
+    /// set. Port 0 picks a free port; the agent prints "listening on ADDR" on standard output once it accepts calls.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// Run against a built-in NHSmail sandbox on 127.0.0.1 with OAuth 2.0 sign-in, for a demonstration or a test.
@@ -56,6 +57,42 @@ struct Args {
     /// to a real agent's. The mailbox settings of the config file and the environment are replaced by the sandbox's.
     #[arg(long)]
     sandbox: bool,
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AgentCommand {
+    /// Create, list or revoke API tokens in the data directory's database. Works while the agent runs; a revoked
+    /// token fails from its next call.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it, alone on the last line. It is shown once; only a salted hash is stored.
+    Create {
+        /// A name for the token's holder, such as central-it or emis-bridge: 1 to 64 letters, digits, '.', '_' or
+        /// '-', unique among tokens not revoked.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// admin (everything, including revealing the password), operator (connectivity, password, uploads, audit),
+        /// submitter (texts, opt-outs, inbox review) or viewer (read only).
+        #[arg(long, value_name = "ROLE", value_parser = parse_role)]
+        role: Role,
+    },
+    /// List tokens by name, role, id, creation and revocation time. Never shows a token.
+    List,
+    /// Revoke the active token with this name.
+    Revoke {
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
+}
+
+fn parse_role(value: &str) -> Result<Role, String> {
+    value.parse::<Role>().map_err(|error| error.to_string())
 }
 
 fn main() -> ExitCode {
@@ -68,6 +105,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+
+    if let Some(AgentCommand::Token(command)) = args.command {
+        return token_command::run(&runtime, command, args.config, args.data_dir);
+    }
 
     let mut overrides = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
     let sandbox = if args.sandbox {
@@ -120,7 +161,16 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
 
     let store = Store::open(nhsmail_agent::store::database_path(&data_dir)).context("cannot open the database")?;
     let vault = Vault::open_or_create(&data_dir)?;
-    let authority = TokenAuthority::load_or_create(&data_dir)?;
+    let authority = TokenAuthority::new(store.clone());
+    authority.ensure_local_admin(&data_dir).await.context("cannot set up the admin token")?;
+    nhsmail_agent::permissions::check_data_dir(&data_dir);
+    let tls = config
+        .agent
+        .tls
+        .as_ref()
+        .map(api::tls::server_config)
+        .transpose()
+        .context("cannot set up TLS for the gRPC listener")?;
     let oauth = oauth_client(&config)?;
     let credentials = CredentialManager::load(
         store.clone(),
@@ -156,12 +206,15 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
     println!("listening on {bound}");
     tracing::info!(
         listen = %bound,
+        tls = tls.is_some(),
+        mutual_tls = config.agent.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some()),
         token_file = %paths::admin_token_path(&data_dir).display(),
-        "gRPC API listening (health and reflection on; every other call needs the admin token)"
+        "gRPC API listening (health and reflection on; every other call needs a token)"
     );
 
-    let (app, triggers) = App::new(config, store, credentials);
     let shutdown = CancellationToken::new();
+    let audit_purge = tokio::spawn(purge_audit(store.clone(), config.agent.audit_retention_days, shutdown.clone()));
+    let (app, triggers) = App::new(config, store, credentials);
     let sender = tokio::spawn(sender::run(app.clone(), shutdown.clone()));
     let cycle = tokio::spawn(upload::run(app.clone(), triggers, shutdown.clone()));
     let watcher = tokio::spawn(watcher::run(app.clone(), shutdown.clone()));
@@ -173,7 +226,7 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
         let info = sandbox.info().clone();
         tokio::spawn(sandbox_mode::serve(app.clone(), info, bound, data_dir.clone(), shutdown.clone()))
     });
-    let server = tokio::spawn(api::serve(app, authority, listener, shutdown.clone()));
+    let server = tokio::spawn(api::serve(app, authority, listener, tls, shutdown.clone()));
 
     wait_for_signal().await;
     tracing::info!("shutdown begun");
@@ -186,6 +239,7 @@ async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {
     if let Some(metrics_server) = metrics_server {
         metrics_server.await.context("metrics task panicked")?;
     }
+    audit_purge.await.context("audit purge task panicked")?;
     if let Some(companion) = companion {
         companion.await.context("sandbox companion task panicked")?;
     }
@@ -207,6 +261,23 @@ async fn bind_metrics(address: std::net::SocketAddr) -> anyhow::Result<tokio::ne
     println!("metrics listening on {bound}");
     tracing::info!(listen = %bound, "Prometheus metrics on http://{bound}/metrics");
     Ok(listener)
+}
+
+/// Deletes audit rows older than `retention_days` now and then once a day until `shutdown`. A failure is logged
+/// and tried again the next day.
+async fn purge_audit(store: Store, retention_days: u32, shutdown: CancellationToken) {
+    loop {
+        let before = chrono::Utc::now() - chrono::Duration::days(i64::from(retention_days));
+        match store.purge_audit(before).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, retention_days, "deleted audit rows past the retention period"),
+            Err(error) => tracing::error!(%error, "cannot delete old audit rows"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)) => {}
+        }
+    }
 }
 
 /// Builds the token endpoint's client when `[nhsmail] auth` is `oauth2`.

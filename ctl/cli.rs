@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalOptions {
-    /// gRPC address of the agent. Only http:// is supported.
+    /// gRPC address of the agent: http:// for an agent on loopback, https:// for one with TLS on.
     #[arg(long, global = true, value_name = "URL", env = "NHSMAIL_AGENT", default_value = DEFAULT_AGENT_URL,
           value_parser = parse_agent_url)]
     pub agent: String,
@@ -61,6 +61,37 @@ pub struct GlobalOptions {
     /// of --agent and --token-file.
     #[arg(long, global = true, value_name = "NAME", requires = "inventory")]
     pub target: Option<String>,
+
+    /// PEM file of the CA certificates that the agent's TLS certificate must be signed by (https:// only). Without
+    /// it, the system's trusted CAs are used.
+    #[arg(long, global = true, value_name = "PATH", env = "NHSMAIL_AGENT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM file of this client's certificate chain, for an agent that requires mutual TLS (https:// only).
+    #[arg(long, global = true, value_name = "PATH", env = "NHSMAIL_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of --client-cert.
+    #[arg(long, global = true, value_name = "PATH", env = "NHSMAIL_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+}
+
+/// The TLS files named on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl GlobalOptions {
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,6 +141,10 @@ pub enum Command {
     /// Ask every agent in --inventory at once: status, warnings, upload cycles.
     #[command(subcommand)]
     Fleet(FleetCommand),
+
+    /// Read the audit trail of changes, password events and reveals (operator or admin token).
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +165,23 @@ pub struct FleetStatusArgs {
     #[arg(long, value_name = "MINUTES", default_value_t = 60,
           value_parser = clap::value_parser!(u32).range(1..=10080))]
     pub max_queue_age: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit events, newest first.
+    List(AuditListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditListArgs {
+    /// Maximum number of events to list, 1 to 1000 (the agent's default is 100).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_limit)]
+    pub limit: Option<u32>,
+
+    /// Token printed by the previous page, to list the next one.
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -424,20 +476,15 @@ Exit codes:
     )
 }
 
-/// Accepts an `http://` URL with a host, because the channel is plain HTTP/2.
-// NOTE: https:// is rejected here because --agent has no flags for a CA file or a client certificate. An inventory
-// entry (--inventory with --target) carries them.
+/// Accepts an `http://` or `https://` URL with a host.
 fn parse_agent_url(value: &str) -> Result<String, String> {
     let uri: tonic::transport::Uri =
         value.parse().map_err(|_| "expected a URL such as http://127.0.0.1:50051".to_string())?;
 
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err("https:// needs TLS files; list the agent in an --inventory file and use --target NAME".into());
-        }
+        Some("http" | "https") => {}
         _ => {
-            return Err("expected a URL starting with http://, such as http://127.0.0.1:50051".into());
+            return Err("expected a URL starting with http:// or https://, such as http://127.0.0.1:50051".into());
         }
     }
     if uri.host().is_none_or(str::is_empty) {
@@ -552,11 +599,23 @@ mod tests {
     }
 
     #[test]
-    fn agent_url_must_be_http() {
-        for bad in ["127.0.0.1:50051", "https://127.0.0.1:50051", "ftp://127.0.0.1", "http://"] {
+    fn agent_url_must_be_http_or_https() {
+        for bad in ["127.0.0.1:50051", "ftp://127.0.0.1", "http://"] {
             let message = usage_error(&["--agent", bad, "status"]);
             assert!(message.contains("--agent"), "{bad}: {message}");
         }
+    }
+
+    #[test]
+    fn agent_url_accepts_https() {
+        let cli = parse_args(&["--agent", "https://agent.example.org:50051", "status"]).unwrap();
+        assert_eq!(cli.global.agent, "https://agent.example.org:50051");
+    }
+
+    #[test]
+    fn client_cert_needs_client_key() {
+        let message = usage_error(&["--client-cert", "client.pem", "status"]);
+        assert!(message.contains("--client-key"), "{message}");
     }
 
     #[test]

@@ -5,14 +5,16 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use nhsmail_agent::proto::agent_service_client::AgentServiceClient;
+use nhsmail_agent::proto::audit_service_client::AuditServiceClient;
 use nhsmail_agent::proto::connectivity_service_client::ConnectivityServiceClient;
 use nhsmail_agent::proto::inbox_service_client::InboxServiceClient;
 use nhsmail_agent::proto::message_service_client::MessageServiceClient;
 use nhsmail_agent::proto::opt_out_service_client::OptOutServiceClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
+use crate::cli::TlsFiles;
 use crate::error::CtlError;
 use crate::token::BearerToken;
 
@@ -27,35 +29,44 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Connects to `url`, failing with `CtlError::Unreachable` or `CtlError::TimedOut` after `timeout`.
-    pub async fn connect(url: &str, timeout: Duration, token: BearerToken) -> Result<Agent, CtlError> {
-        Agent::connect_with_tls(url, timeout, token, None).await
-    }
-
-    /// Connects like [`Agent::connect`], over TLS when `tls` is given.
-    pub async fn connect_with_tls(
-        url: &str,
-        timeout: Duration,
-        token: BearerToken,
-        tls: Option<ClientTlsConfig>,
-    ) -> Result<Agent, CtlError> {
-        let mut endpoint = Endpoint::from_shared(url.to_string())
+    /// Connects to `url`, over TLS for an https:// URL, failing with `CtlError::Unreachable` or
+    /// `CtlError::TimedOut` after `timeout`.
+    pub async fn connect(url: &str, timeout: Duration, token: BearerToken, tls: &TlsFiles) -> Result<Agent, CtlError> {
+        let https = url.starts_with("https://");
+        let tls_flags = tls.ca_file.is_some() || tls.client_cert.is_some() || tls.client_key.is_some();
+        if !https && tls_flags {
+            return Err(CtlError::Input(
+                "--ca-file, --client-cert and --client-key need an https:// URL in --agent".into(),
+            ));
+        }
+        let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|err| CtlError::unreachable(url, Box::new(err)))?
             .connect_timeout(timeout);
-        if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls).map_err(|err| CtlError::unreachable(url, Box::new(err)))?;
-        }
 
-        let channel = tokio::time::timeout(timeout, endpoint.connect())
+        let connecting = async {
+            if https {
+                let connector = crate::tls::TlsConnector::new(crate::tls::client_config(tls)?);
+                endpoint
+                    .connect_with_connector(connector)
+                    .await
+                    .map_err(|err| CtlError::unreachable(url, Box::new(err)))
+            } else {
+                endpoint.connect().await.map_err(|err| CtlError::unreachable(url, Box::new(err)))
+            }
+        };
+        let channel = tokio::time::timeout(timeout, connecting)
             .await
-            .map_err(|_| CtlError::TimedOut { url: url.to_string(), seconds: timeout.as_secs() })?
-            .map_err(|err| CtlError::unreachable(url, Box::new(err)))?;
+            .map_err(|_| CtlError::TimedOut { url: url.to_string(), seconds: timeout.as_secs() })??;
 
         Ok(Agent { url: url.to_string(), timeout, channel, token })
     }
 
     pub fn agent_service(&self) -> AgentServiceClient<AuthChannel> {
         AgentServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+
+    pub fn audit_service(&self) -> AuditServiceClient<AuthChannel> {
+        AuditServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
     }
 
     pub fn connectivity_service(&self) -> ConnectivityServiceClient<AuthChannel> {

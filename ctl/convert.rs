@@ -7,9 +7,10 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use nhsmail_agent::proto::{
-    Connectivity, Encoding, Event, InboundEmail, ListInboundForReviewResponse, ListMessagesResponse,
-    ListOptOutsResponse, ListRepliesResponse, Message, MessageEvent, MessageStatus, OptOut, PasswordState, Priority,
-    QueueCount, Reply, Status, SubmitMessageResponse, UpdatePasswordResponse, UploadReport, Warning,
+    Connectivity, Encoding, Event, InboundEmail, ListAuditEventsResponse, ListInboundForReviewResponse,
+    ListMessagesResponse, ListOptOutsResponse, ListRepliesResponse, Message, MessageEvent, MessageStatus, OptOut,
+    PasswordState, Priority, QueueCount, Reply, Status, SubmitMessageResponse, UpdatePasswordResponse, UploadReport,
+    Warning,
 };
 use prost_types::Timestamp;
 use serde_json::{Value, json};
@@ -314,6 +315,27 @@ pub fn list_opt_outs_json(response: &ListOptOutsResponse) -> Value {
         "opt_outs": response.opt_outs.iter().map(opt_out_json).collect::<Vec<_>>(),
         "next_page_token": response.next_page_token,
     })
+}
+
+pub fn list_audit_events_json(response: &ListAuditEventsResponse) -> Value {
+    let events = response
+        .events
+        .iter()
+        .map(|event| {
+            json!({
+                "id": event.id,
+                "at": time_json(event.at.as_ref()),
+                "caller": event.caller,
+                "role": event.role,
+                "peer": event.peer,
+                "action": event.action,
+                "target": event.target,
+                "outcome": event.outcome,
+                "detail": event.detail,
+            })
+        })
+        .collect::<Vec<_>>();
+    json!({ "events": events, "next_page_token": response.next_page_token })
 }
 
 pub fn list_replies_json(response: &ListRepliesResponse) -> Value {

@@ -31,13 +31,18 @@ pub enum CtlError {
     #[error("unauthenticated: the agent rejected the token; check --token-file or NHSMAIL_TOKEN")]
     Unauthenticated(#[source] AgentMessage),
 
-    #[error("permission denied: the token's role does not allow this command; use a token with a higher role")]
+    #[error(
+        "permission denied: the token's role does not allow this command; use a token whose role does (see the agent \
+         message below)"
+    )]
     PermissionDenied(#[source] AgentMessage),
 
-    #[error("cannot reach the agent at {url}: {reason}; is nhsmail-agent running?")]
+    #[error("cannot reach the agent at {url}: {reason}; {hint}")]
     Unreachable {
         url: String,
         reason: String,
+        /// What to check next, which depends on the reason.
+        hint: String,
         #[source]
         source: Option<BoxError>,
     },
@@ -77,10 +82,11 @@ impl CtlError {
         }
     }
 
-    /// Builds the error for a failed connection attempt, naming the underlying I/O failure when there is one.
+    /// Builds the error for a failed connection attempt, naming the underlying TLS or I/O failure when there is
+    /// one.
     pub fn unreachable(url: &str, source: BoxError) -> CtlError {
         let reason = io_reason(source.as_ref()).unwrap_or_else(|| "connection failed".to_string());
-        CtlError::Unreachable { url: url.to_string(), reason, source: Some(source) }
+        unreachable_with_hint(url, reason, source)
     }
 
     /// Maps the status of a failed call to an error worded for the user.
@@ -91,6 +97,13 @@ impl CtlError {
         let detail = |prefix: &str| {
             if message.is_empty() { prefix.to_string() } else { format!("{prefix}: {message}") }
         };
+
+        // A status with a source was made by this client from a connection failure, never sent by the agent: a TLS
+        // alert arrives as Unknown "transport error", and TLS bytes read as HTTP/2 as Internal "h2 protocol error".
+        if matches!(status.code(), Code::Unknown | Code::Internal) && std::error::Error::source(&status).is_some() {
+            let reason = io_reason(&status).unwrap_or_else(|| message.clone());
+            return unreachable_with_hint(url, reason, Box::new(status));
+        }
 
         match status.code() {
             Code::InvalidArgument if message.is_empty() => CtlError::Rejected("invalid argument".into()),
@@ -109,7 +122,7 @@ impl CtlError {
             Code::DataLoss => CtlError::Rejected(format!("{}; see the agent's log", detail("data loss"))),
             Code::Unknown if is_transport_failure(&status) => {
                 let reason = io_reason(&status).unwrap_or_else(|| "the connection failed".to_string());
-                CtlError::Unreachable { url: url.to_string(), reason, source: Some(Box::new(status)) }
+                unreachable_with_hint(url, reason, Box::new(status))
             }
             Code::Unknown => CtlError::Rejected(detail("unknown error")),
             Code::Ok => CtlError::Rejected(detail("the agent returned a failure with status OK")),
@@ -118,7 +131,7 @@ impl CtlError {
             Code::DeadlineExceeded => CtlError::TimedOut { url: url.to_string(), seconds: timeout_seconds },
             Code::Unavailable | Code::Cancelled => {
                 let reason = io_reason(&status).unwrap_or_else(|| detail(status_word(status.code())));
-                CtlError::Unreachable { url: url.to_string(), reason, source: Some(Box::new(status)) }
+                unreachable_with_hint(url, reason, Box::new(status))
             }
         }
     }
@@ -132,20 +145,70 @@ fn status_word(code: Code) -> &'static str {
     if code == Code::Cancelled { "the call was cancelled" } else { "unavailable" }
 }
 
-/// Returns the kind of the first I/O error in the chain, such as "connection refused". For invalid data, which is
-/// how a TLS failure arrives ("received fatal alert: CertificateRequired"), the error's own message is more useful.
+/// Adds the hint for `reason`: TLS failures carry their own advice. A plain http:// connection that fails other
+/// than by refusal may have reached an agent with TLS on.
+fn unreachable_with_hint(url: &str, reason: String, source: BoxError) -> CtlError {
+    let hint = if reason.starts_with("TLS") {
+        "check the agent's TLS settings and this command's TLS options".to_string()
+    } else if url.starts_with("http://") && reason != io::ErrorKind::ConnectionRefused.to_string() {
+        "is nhsmail-agent running? If it has TLS on, use an https:// URL with --ca-file".to_string()
+    } else {
+        "is nhsmail-agent running?".to_string()
+    };
+    CtlError::Unreachable { url: url.to_string(), reason, hint, source: Some(source) }
+}
+
+/// Returns the TLS failure in the chain in words with its fix, else the kind of the first I/O error, such as
+/// "connection refused".
 fn io_reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut first_io = None;
     let mut current = Some(error);
     while let Some(error) = current {
+        if let Some(tls_error) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls_reason(tls_error));
+        }
         if let Some(io_error) = error.downcast_ref::<io::Error>() {
-            if io_error.kind() == io::ErrorKind::InvalidData && io_error.get_ref().is_some() {
-                return Some(io_error.to_string());
+            // io::Error::source skips the wrapped error itself, so look inside for rustls's.
+            if let Some(tls_error) = io_error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                return Some(tls_reason(tls_error));
             }
-            return Some(io_error.kind().to_string());
+            first_io.get_or_insert_with(|| io_error.kind().to_string());
         }
         current = error.source();
     }
-    None
+    first_io
+}
+
+/// Words a TLS failure for the user, with what to change.
+fn tls_reason(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription, CertificateError, Error};
+    let advice = match error {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            "the agent's certificate is not signed by a trusted CA; pass the CA that signed it with --ca-file"
+        }
+        Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            "the agent's certificate has expired; renew [agent] tls_cert on the agent"
+        }
+        Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
+            "the agent's certificate is not valid yet; check the clocks of both machines"
+        }
+        Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => "the agent's certificate does not name the host in --agent; use a host name the certificate lists",
+        Error::AlertReceived(AlertDescription::CertificateRequired) => {
+            "the agent requires a client certificate; pass --client-cert and --client-key"
+        }
+        Error::AlertReceived(
+            AlertDescription::BadCertificate | AlertDescription::UnknownCA | AlertDescription::CertificateUnknown,
+        ) => "the agent rejected this client certificate; use one signed by the agent's [agent] tls_client_ca",
+        Error::InvalidMessage(_) => "the agent does not speak TLS on this port; use an http:// URL if it has TLS off",
+        _ => "",
+    };
+    if advice.is_empty() {
+        format!("TLS handshake failed ({error})")
+    } else {
+        format!("TLS handshake failed ({error}): {advice}")
+    }
 }
 
 /// Tells a call that failed in the connection (tonic reports it as UNKNOWN "transport error") from an UNKNOWN
@@ -253,10 +316,27 @@ mod tests {
     }
 
     #[test]
-    fn tls_failure_names_alert() {
-        let alert = io::Error::new(io::ErrorKind::InvalidData, "received fatal alert: CertificateRequired");
-        let error = CtlError::unreachable(URL, Box::new(alert));
-        assert!(error.to_string().contains(": received fatal alert: CertificateRequired;"), "{error}");
+    fn unknown_issuer_points_to_ca_file() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io_error = io::Error::new(io::ErrorKind::InvalidData, tls);
+        let message = CtlError::unreachable("https://127.0.0.1:50051", Box::new(io_error)).to_string();
+        assert!(message.contains("not signed by a trusted CA"), "{message}");
+        assert!(message.contains("--ca-file"), "{message}");
+    }
+
+    #[test]
+    fn certificate_required_points_to_client_cert() {
+        let tls = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let io_error = io::Error::new(io::ErrorKind::InvalidData, tls);
+        let message = CtlError::unreachable("https://127.0.0.1:50051", Box::new(io_error)).to_string();
+        assert!(message.contains("--client-cert"), "{message}");
+    }
+
+    #[test]
+    fn reset_plain_connection_suggests_https() {
+        let io_error = io::Error::from(io::ErrorKind::ConnectionReset);
+        let message = CtlError::unreachable(URL, Box::new(io_error)).to_string();
+        assert!(message.contains("use an https:// URL"), "{message}");
     }
 
     #[test]

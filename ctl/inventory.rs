@@ -14,10 +14,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use crate::cli::TlsFiles;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::error::CtlError;
 
@@ -108,24 +108,18 @@ impl Inventory {
 }
 
 impl InventoryAgent {
-    /// Builds the TLS settings of an https:// agent: the CA file, or else the system's roots, and the client
-    /// certificate for mutual TLS. Returns `None` for http://.
-    pub fn tls_config(&self, inventory: &Path) -> Result<Option<ClientTlsConfig>, CtlError> {
+    /// Checks the TLS files of an https:// agent and returns them: the CA file (the system's roots when absent) and
+    /// the client certificate for mutual TLS. Returns `None` for http://.
+    pub fn tls_files(&self, inventory: &Path) -> Result<Option<TlsFiles>, CtlError> {
         if !self.url.starts_with("https://") {
             return Ok(None);
         }
-        let mut config = ClientTlsConfig::new();
-        config = match &self.ca_file {
-            Some(ca_file) => {
-                let pem = self.read_pem(inventory, "ca_file", ca_file)?;
-                let count = CertificateDer::pem_slice_iter(&pem).filter(Result::is_ok).count();
-                if count == 0 {
-                    return Err(self.file_error(inventory, "ca_file", ca_file, "it contains no PEM certificate"));
-                }
-                config.ca_certificate(Certificate::from_pem(pem))
+        if let Some(ca_file) = &self.ca_file {
+            let pem = self.read_pem(inventory, "ca_file", ca_file)?;
+            if CertificateDer::pem_slice_iter(&pem).filter(Result::is_ok).count() == 0 {
+                return Err(self.file_error(inventory, "ca_file", ca_file, "it contains no PEM certificate"));
             }
-            None => config.with_native_roots(),
-        };
+        }
         if let (Some(cert_file), Some(key_file)) = (&self.client_cert, &self.client_key) {
             let cert = self.read_pem(inventory, "client_cert", cert_file)?;
             if CertificateDer::pem_slice_iter(&cert).filter(Result::is_ok).count() == 0 {
@@ -135,9 +129,12 @@ impl InventoryAgent {
             if PrivateKeyDer::from_pem_slice(&key).is_err() {
                 return Err(self.file_error(inventory, "client_key", key_file, "it contains no PEM private key"));
             }
-            config = config.identity(Identity::from_pem(cert, key));
         }
-        Ok(Some(config))
+        Ok(Some(TlsFiles {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }))
     }
 
     fn read_pem(&self, inventory: &Path, key: &str, file: &Path) -> Result<Vec<u8>, CtlError> {
@@ -295,7 +292,7 @@ client_key = "central.key"
     #[test]
     fn missing_ca_file_names_file_and_agent() {
         let inventory = parse(TWO_AGENTS).unwrap();
-        let message = inventory.agents[1].tls_config(&inventory.path).unwrap_err().to_string();
+        let message = inventory.agents[1].tls_files(&inventory.path).unwrap_err().to_string();
         assert!(message.contains("agent \"hillside\""), "{message}");
         assert!(message.contains("ca_file /etc/nhsmail/ca.pem"), "{message}");
         assert!(message.contains("not found"), "{message}");
@@ -309,7 +306,7 @@ client_key = "central.key"
             "[[agent]]\nname = \"north\"\nurl = \"https://a.example.org\"\ntoken_file = \"t\"\nca_file = \"ca.pem\"\n";
         let inventory = Inventory::parse(&dir.path().join("fleet.toml"), text).unwrap();
 
-        let message = inventory.agents[0].tls_config(&inventory.path).unwrap_err().to_string();
+        let message = inventory.agents[0].tls_files(&inventory.path).unwrap_err().to_string();
 
         assert!(message.contains("contains no PEM certificate"), "{message}");
     }
@@ -317,6 +314,6 @@ client_key = "central.key"
     #[test]
     fn plain_http_needs_no_tls() {
         let inventory = parse(TWO_AGENTS).unwrap();
-        assert!(inventory.agents[0].tls_config(&inventory.path).unwrap().is_none());
+        assert!(inventory.agents[0].tls_files(&inventory.path).unwrap().is_none());
     }
 }

@@ -6,6 +6,7 @@
 //! - [`token`]: the bearer token and where it comes from.
 //! - [`connect`]: the channel to the agent and the per-call deadline.
 //! - [`inventory`]: the fleet inventory file and each agent's TLS settings.
+//! - [`tls`]: TLS for https:// URLs, with optional client certificates.
 //! - [`commands`]: one module per command group.
 //! - [`convert`]: every conversion between proto types, flags and JSON.
 //! - [`output`]: tables, JSON and warnings.
@@ -18,6 +19,7 @@ mod convert;
 mod error;
 mod inventory;
 mod output;
+mod tls;
 mod token;
 
 use std::process::ExitCode;

@@ -2,7 +2,6 @@
 //! durations and untrusted text for a terminal.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use chrono::{DateTime, Local, TimeZone, Utc};
 use nhsmail_agent::proto::Warning;
@@ -24,20 +23,20 @@ pub fn print_result(format: OutputFormat, json: impl FnOnce() -> Value, table: i
     }
 }
 
-/// Writes `text` on stdout. A closed stdout (`nhsmail-ctl messages list | head`) ends the process quietly with exit
-/// code 0, as SIGPIPE does for other Unix tools.
-///
-/// SIGPIPE itself stays ignored, as Rust sets it, because a write to a connection the agent has closed raises it
-/// too (seen when an agent rejects the TLS handshake for lack of a client certificate). That must fail the call
-/// with a message instead of killing the process.
+/// Writes `text` to stdout. A closed stdout (`nhsmail-ctl messages list | head`) ends the process quietly with
+/// exit code 0, as SIGPIPE would, while SIGPIPE itself stays ignored so that a connection the agent closes is an
+/// error rather than a silent death.
 pub fn write_stdout(text: &str) {
+    use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    let Err(error) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) else { return };
-    if error.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => {
+            eprintln!("error: cannot write to stdout: {error}");
+            std::process::exit(i32::from(crate::error::exit::AGENT_ERROR));
+        }
     }
-    eprintln!("error: cannot write to standard output: {error}");
-    std::process::exit(i32::from(crate::error::exit::AGENT_ERROR));
 }
 
 /// Prints each warning on stderr as `warning: <message>`, keeping stdout clean for JSON.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::{authorize, logged};
+use super::{CallContext, audited, authorize, logged};
 use crate::app::{App, ConnectivityUpdate};
 use crate::auth::{Caller, Role};
 use crate::proto;
@@ -19,8 +19,9 @@ pub struct ConnectivityApi {
 impl proto::connectivity_service_server::ConnectivityService for ConnectivityApi {
     async fn get_connectivity(
         &self,
-        _request: Request<proto::GetConnectivityRequest>,
+        request: Request<proto::GetConnectivityRequest>,
     ) -> Result<Response<proto::Connectivity>, Status> {
+        authorize(&request, Role::Viewer)?;
         logged("GetConnectivity", async { Ok(convert::connectivity(self.app.connectivity().await?)) }).await
     }
 
@@ -28,24 +29,27 @@ impl proto::connectivity_service_server::ConnectivityService for ConnectivityApi
         &self,
         request: Request<proto::UpdateConnectivityRequest>,
     ) -> Result<Response<proto::Connectivity>, Status> {
-        authorize(&request, Role::Operator)?;
+        let context = CallContext::of(&request);
         let request = request.into_inner();
+        let target = request.username.clone().unwrap_or_default();
         let update = ConnectivityUpdate {
             upload_interval_minutes: request.upload_interval_minutes,
             username: request.username,
             auto_manage: request.auto_manage,
         };
-        logged("UpdateConnectivity", async { Ok(convert::connectivity(self.app.update_connectivity(update).await?)) })
-            .await
+        audited(&self.app, &context, Role::Operator, "UpdateConnectivity", target, async {
+            Ok(convert::connectivity(self.app.update_connectivity(update).await?))
+        })
+        .await
     }
 
     async fn update_password(
         &self,
         request: Request<proto::UpdatePasswordRequest>,
     ) -> Result<Response<proto::UpdatePasswordResponse>, Status> {
-        authorize(&request, Role::Operator)?;
+        let context = CallContext::of(&request);
         let request = request.into_inner();
-        logged("UpdatePassword", async {
+        audited(&self.app, &context, Role::Operator, "UpdatePassword", "password".into(), async {
             let verified =
                 self.app.update_password(request.password, request.confirmation, request.skip_verification).await?;
             let connectivity = convert::connectivity(self.app.connectivity().await?);

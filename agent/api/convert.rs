@@ -173,6 +173,21 @@ pub fn submission(submission: Submission) -> proto::SubmitMessageResponse {
     }
 }
 
+pub fn audit_event(record: crate::store::AuditRecord) -> proto::AuditEvent {
+    let event = record.event;
+    proto::AuditEvent {
+        id: record.id as u64,
+        at: Some(timestamp(event.at)),
+        caller: event.caller,
+        role: event.role,
+        peer: event.peer.unwrap_or_default(),
+        action: event.action,
+        target: event.target,
+        outcome: event.outcome,
+        detail: event.detail.unwrap_or_default(),
+    }
+}
+
 pub fn opt_out(opt_out: OptOut) -> proto::OptOut {
     proto::OptOut {
         number: opt_out.e164,

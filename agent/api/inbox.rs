@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{convert, logged};
+use super::{CallContext, audited, authorize, convert, logged};
 use crate::app::App;
+use crate::auth::Role;
 use crate::proto;
 
 pub struct InboxApi {
@@ -18,6 +19,7 @@ impl proto::inbox_service_server::InboxService for InboxApi {
         &self,
         request: Request<proto::ListInboundForReviewRequest>,
     ) -> Result<Response<proto::ListInboundForReviewResponse>, Status> {
+        authorize(&request, Role::Viewer)?;
         let request = request.into_inner();
         logged("ListInboundForReview", async {
             let (emails, next) = self
@@ -36,6 +38,7 @@ impl proto::inbox_service_server::InboxService for InboxApi {
         &self,
         request: Request<proto::GetInboundRequest>,
     ) -> Result<Response<proto::InboundEmail>, Status> {
+        authorize(&request, Role::Viewer)?;
         let id = request.into_inner().id;
         logged("GetInbound", async { Ok(convert::inbound_email(self.app.inbound_email(id).await?)) }).await
     }
@@ -44,7 +47,11 @@ impl proto::inbox_service_server::InboxService for InboxApi {
         &self,
         request: Request<proto::MarkReviewedRequest>,
     ) -> Result<Response<proto::InboundEmail>, Status> {
+        let context = CallContext::of(&request);
         let id = request.into_inner().id;
-        logged("MarkReviewed", async { Ok(convert::inbound_email(self.app.mark_reviewed(id).await?)) }).await
+        audited(&self.app, &context, Role::Submitter, "MarkReviewed", id.to_string(), async {
+            Ok(convert::inbound_email(self.app.mark_reviewed(id).await?))
+        })
+        .await
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use super::{caller, convert, logged};
+use super::{CallContext, audited, authorize, caller, convert, logged};
 use crate::app::App;
+use crate::auth::Role;
 use crate::proto;
 use crate::store::ReplyFilter;
 
@@ -24,6 +25,7 @@ impl proto::message_service_server::MessageService for MessageApi {
         &self,
         request: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        authorize(&request, Role::Viewer)?;
         let after = request.into_inner().after_event_id;
         let receiver = logged("WatchEvents", async { self.app.watch_events(after).await }).await?.into_inner();
         let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|event| match event {
@@ -37,6 +39,7 @@ impl proto::message_service_server::MessageService for MessageApi {
         &self,
         request: Request<proto::SubmitMessageRequest>,
     ) -> Result<Response<proto::SubmitMessageResponse>, Status> {
+        authorize(&request, Role::Submitter)?;
         let caller = caller(&request);
         logged("SubmitMessage", async {
             let submission = convert::submit_request(request.into_inner(), "")?;
@@ -50,6 +53,7 @@ impl proto::message_service_server::MessageService for MessageApi {
         &self,
         request: Request<proto::SubmitMessagesRequest>,
     ) -> Result<Response<proto::SubmitMessagesResponse>, Status> {
+        authorize(&request, Role::Submitter)?;
         let caller = caller(&request);
         logged("SubmitMessages", async {
             let submissions = request
@@ -69,6 +73,7 @@ impl proto::message_service_server::MessageService for MessageApi {
         &self,
         request: Request<proto::GetMessageRequest>,
     ) -> Result<Response<proto::Message>, Status> {
+        authorize(&request, Role::Viewer)?;
         let id = request.into_inner().id;
         logged("GetMessage", async {
             let (message, events) = self.app.get_message(&id).await?;
@@ -81,6 +86,7 @@ impl proto::message_service_server::MessageService for MessageApi {
         &self,
         request: Request<proto::ListMessagesRequest>,
     ) -> Result<Response<proto::ListMessagesResponse>, Status> {
+        authorize(&request, Role::Viewer)?;
         let request = request.into_inner();
         logged("ListMessages", async {
             let status = convert::status_filter(request.status)?;
@@ -97,14 +103,19 @@ impl proto::message_service_server::MessageService for MessageApi {
         &self,
         request: Request<proto::CancelMessageRequest>,
     ) -> Result<Response<proto::Message>, Status> {
+        let context = CallContext::of(&request);
         let id = request.into_inner().id;
-        logged("CancelMessage", async { Ok(convert::message(self.app.cancel_message(&id).await?, Vec::new())) }).await
+        audited(&self.app, &context, Role::Submitter, "CancelMessage", id.clone(), async {
+            Ok(convert::message(self.app.cancel_message(&id).await?, Vec::new()))
+        })
+        .await
     }
 
     async fn list_replies(
         &self,
         request: Request<proto::ListRepliesRequest>,
     ) -> Result<Response<proto::ListRepliesResponse>, Status> {
+        authorize(&request, Role::Viewer)?;
         let request = request.into_inner();
         logged("ListReplies", async {
             let filter = ReplyFilter {

@@ -1,12 +1,16 @@
 //! The gRPC services. Each handler validates, authorises, calls [`App`](crate::app::App) and converts the
 //! result; the business rules live in the core. Health and reflection are always served, health without a token.
 
+mod audit;
+mod authenticate;
 mod connectivity;
 mod convert;
 mod inbox;
 mod messages;
 mod optouts;
 mod status;
+mod throttle;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,19 +24,25 @@ use crate::app::{App, AppError};
 use crate::auth::{Caller, Role, TokenAuthority};
 use crate::proto;
 
+pub use authenticate::Peer;
 pub use convert::status_from_error;
 
-/// Serves the API on `listener` until `shutdown` is cancelled, then lets running calls finish.
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets running calls finish. With `tls`, every
+/// connection must finish a TLS handshake first.
 pub async fn serve(
     app: Arc<App>,
     authority: TokenAuthority,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for service in
-        ["nhsmail.agent.v1.ConnectivityService", "nhsmail.agent.v1.MessageService", "nhsmail.agent.v1.AgentService"]
-    {
+    for service in [
+        "nhsmail.agent.v1.ConnectivityService",
+        "nhsmail.agent.v1.MessageService",
+        "nhsmail.agent.v1.AgentService",
+        "nhsmail.agent.v1.AuditService",
+    ] {
         health_reporter.set_service_status(service, tonic_health::ServingStatus::Serving).await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
@@ -41,76 +51,76 @@ pub async fn serve(
         .build_v1()
         .expect("the descriptor sets compiled into the binary are valid");
 
-    let check = move |request: Request<()>| authenticate(&authority, request);
-    let connectivity = proto::connectivity_service_server::ConnectivityServiceServer::with_interceptor(
-        connectivity::ConnectivityApi { app: app.clone() },
-        check.clone(),
-    );
-    let messages = proto::message_service_server::MessageServiceServer::with_interceptor(
-        messages::MessageApi { app: app.clone() },
-        check.clone(),
-    );
-    let opt_outs = proto::opt_out_service_server::OptOutServiceServer::with_interceptor(
-        optouts::OptOutApi { app: app.clone() },
-        check.clone(),
-    );
-    let inbox = proto::inbox_service_server::InboxServiceServer::with_interceptor(
-        inbox::InboxApi { app: app.clone() },
-        check.clone(),
-    );
-    let status = proto::agent_service_server::AgentServiceServer::with_interceptor(status::AgentApi { app }, check);
-
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
+        .layer(authenticate::AuthenticateLayer::new(authority))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(connectivity)
-        .add_service(messages)
-        .add_service(opt_outs)
-        .add_service(inbox)
-        .add_service(status)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await
-}
+        .add_service(proto::connectivity_service_server::ConnectivityServiceServer::new(
+            connectivity::ConnectivityApi { app: app.clone() },
+        ))
+        .add_service(proto::message_service_server::MessageServiceServer::new(messages::MessageApi {
+            app: app.clone(),
+        }))
+        .add_service(proto::opt_out_service_server::OptOutServiceServer::new(optouts::OptOutApi { app: app.clone() }))
+        .add_service(proto::inbox_service_server::InboxServiceServer::new(inbox::InboxApi { app: app.clone() }))
+        .add_service(proto::audit_service_server::AuditServiceServer::new(audit::AuditApi { app: app.clone() }))
+        .add_service(proto::agent_service_server::AgentServiceServer::new(status::AgentApi { app }));
 
-/// Checks the bearer token and records who the caller is for the handler.
-fn authenticate(authority: &TokenAuthority, mut request: Request<()>) -> Result<Request<()>, Status> {
-    let header = request.metadata().get("authorization").and_then(|value| value.to_str().ok());
-    let Some(token) = header.and_then(|value| value.strip_prefix("Bearer ")) else {
-        return Err(Status::unauthenticated("missing bearer token; send `authorization: Bearer <token>`"));
-    };
-    match authority.verify(token) {
-        Some(caller) => {
-            request.extensions_mut().insert(caller);
-            Ok(request)
+    match tls {
+        Some(config) => {
+            let incoming = tls::incoming(listener, config, shutdown.clone());
+            router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
         }
-        None => {
-            tracing::warn!(peer = ?request.remote_addr(), "rejected a call with an unknown token");
-            Err(Status::unauthenticated("unknown token"))
-        }
+        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned()).await,
     }
 }
 
 /// Returns the caller if its role allows a call that needs `required`, or `permission denied` naming both roles.
 fn authorize<T>(request: &Request<T>, required: Role) -> Result<Caller, Status> {
-    let caller = request
-        .extensions()
-        .get::<Caller>()
+    check_role(request.extensions().get::<Caller>(), required)
+}
+
+fn check_role(caller: Option<&Caller>, required: Role) -> Result<Caller, Status> {
+    let caller = caller
         .cloned()
         .ok_or_else(|| Status::unauthenticated("missing bearer token; send `authorization: Bearer <token>`"))?;
     if caller.role.allows(required) {
-        Ok(caller)
-    } else {
-        Err(Status::permission_denied(format!(
-            "the token \"{}\" has the {} role; this call needs {}",
-            caller.name,
-            caller.role.as_str(),
-            required.as_str()
-        )))
+        return Ok(caller);
     }
+    tracing::warn!(
+        caller = caller.name,
+        role = caller.role.as_str(),
+        required = required.as_str(),
+        "permission denied"
+    );
+    Err(Status::permission_denied(format!(
+        "the token \"{}\" has the {} role; this call needs {}",
+        caller.name,
+        caller.role.as_str(),
+        required.as_str()
+    )))
 }
 
 fn caller<T>(request: &Request<T>) -> String {
     request.extensions().get::<Caller>().map_or_else(|| "unknown".into(), |caller| caller.name.clone())
+}
+
+/// The caller and peer address of a call, taken from the request before its body is consumed, for the audit trail.
+struct CallContext {
+    caller: Option<Caller>,
+    peer: Option<String>,
+}
+
+impl CallContext {
+    fn of<T>(request: &Request<T>) -> CallContext {
+        let peer = request
+            .extensions()
+            .get::<Peer>()
+            .and_then(|peer| peer.0)
+            .or_else(|| request.remote_addr())
+            .map(|address| address.to_string());
+        CallContext { caller: request.extensions().get::<Caller>().cloned(), peer }
+    }
 }
 
 /// Runs one handler and writes one log line with the method, the status code and the elapsed time; never the body.
@@ -132,4 +142,52 @@ async fn logged<T>(
         _ => tracing::info!(method, code = ?code, elapsed_ms, "rpc"),
     }
     result.map(tonic::Response::new)
+}
+
+/// Runs a change: checks the caller's role, runs `handler` through [`logged`], and appends one audit row with the
+/// outcome, whether the call succeeded, failed or was denied. A failure to write the row is logged; the call's own
+/// result is returned, because the change has already happened.
+async fn audited<T>(
+    app: &App,
+    context: &CallContext,
+    required: Role,
+    method: &'static str,
+    target: String,
+    handler: impl Future<Output = Result<T, AppError>>,
+) -> Result<tonic::Response<T>, Status> {
+    let result = match check_role(context.caller.as_ref(), required) {
+        Ok(_) => logged(method, handler).await,
+        Err(status) => Err(status),
+    };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(status) => outcome_word(status.code()),
+    };
+    let event = crate::store::AuditEvent {
+        at: chrono::Utc::now(),
+        caller: context.caller.as_ref().map_or_else(|| "unknown".into(), |caller| caller.name.clone()),
+        role: context.caller.as_ref().map_or("none", |caller| caller.role.as_str()).to_owned(),
+        peer: context.peer.clone(),
+        action: method.to_owned(),
+        target,
+        outcome: outcome.to_owned(),
+        detail: result.as_ref().err().map(|status| status.message().chars().take(300).collect()),
+    };
+    if let Err(error) = app.store.record_audit(event).await {
+        tracing::error!(method, %error, "cannot write the audit row");
+    }
+    result
+}
+
+/// Returns the audit trail's word for a failed call's status code.
+fn outcome_word(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => "denied",
+        tonic::Code::InvalidArgument
+        | tonic::Code::NotFound
+        | tonic::Code::AlreadyExists
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::OutOfRange => "rejected",
+        _ => "failed",
+    }
 }

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{convert, logged};
+use super::{CallContext, audited, authorize, convert, logged};
 use crate::app::App;
+use crate::auth::Role;
 use crate::proto;
 
 pub struct OptOutApi {
@@ -18,6 +19,7 @@ impl proto::opt_out_service_server::OptOutService for OptOutApi {
         &self,
         request: Request<proto::ListOptOutsRequest>,
     ) -> Result<Response<proto::ListOptOutsResponse>, Status> {
+        authorize(&request, Role::Viewer)?;
         let request = request.into_inner();
         logged("ListOptOuts", async {
             let (opt_outs, next) = self.app.list_opt_outs(request.page_size, &request.page_token).await?;
@@ -30,17 +32,21 @@ impl proto::opt_out_service_server::OptOutService for OptOutApi {
     }
 
     async fn add_opt_out(&self, request: Request<proto::AddOptOutRequest>) -> Result<Response<proto::OptOut>, Status> {
+        let context = CallContext::of(&request);
         let request = request.into_inner();
-        logged("AddOptOut", async { Ok(convert::opt_out(self.app.add_opt_out(&request.number, &request.note).await?)) })
-            .await
+        audited(&self.app, &context, Role::Submitter, "AddOptOut", request.number.clone(), async {
+            Ok(convert::opt_out(self.app.add_opt_out(&request.number, &request.note).await?))
+        })
+        .await
     }
 
     async fn remove_opt_out(
         &self,
         request: Request<proto::RemoveOptOutRequest>,
     ) -> Result<Response<proto::RemoveOptOutResponse>, Status> {
+        let context = CallContext::of(&request);
         let request = request.into_inner();
-        logged("RemoveOptOut", async {
+        audited(&self.app, &context, Role::Submitter, "RemoveOptOut", request.number.clone(), async {
             let removed = self.app.remove_opt_out(&request.number, &request.note).await?;
             Ok(proto::RemoveOptOutResponse { removed })
         })

@@ -82,4 +82,14 @@ impl Store {
         })
         .await
     }
+
+    /// Deletes audit rows older than `before` and returns how many went.
+    pub async fn purge_audit(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.write(move |connection| {
+            Ok(connection
+                .prepare_cached("DELETE FROM audit_events WHERE at < ?1")?
+                .execute(params![to_millis(before)])?)
+        })
+        .await
+    }
 }

@@ -18,6 +18,7 @@ mod retention;
 mod review;
 mod schema;
 mod settings;
+mod tokens;
 
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,7 @@ pub use optouts::{OptOut, OptOutSource};
 pub use reports::{UploadCounts, UploadReport};
 pub use retention::MailToMove;
 pub use review::InboundEmail;
+pub use tokens::TokenRecord;
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "agent.db";
@@ -160,6 +162,7 @@ impl Store {
     /// program created, and a database whose schema version is newer than this code supports.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_owned();
+        create_owner_only(&path)?;
         let writer = schema::open_writer(&path)?;
         Ok(Store { inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }) })
     }
@@ -211,6 +214,17 @@ impl Store {
     #[cfg(test)]
     fn set_max_page_count(&self, pages: u64) {
         lock(&self.inner.writer).pragma_update(None, "max_page_count", pages).unwrap();
+    }
+}
+
+/// Creates a missing database file with mode 0600. SQLite would create it with the process umask (usually 0644),
+/// and it gives the `-wal` and `-shm` files the database file's mode.
+fn create_owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Io { path: path.to_owned(), source }),
     }
 }
 

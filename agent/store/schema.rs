@@ -18,7 +18,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// Schema steps: step `i` takes `user_version` from `i` to `i + 1`. Append new steps; never edit a released one.
 const MIGRATIONS: &[&str] =
-    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8];
 
 /// The schema version this code writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -124,6 +124,21 @@ CREATE INDEX audit_events_at ON audit_events (at);
 
 /// Times are integer Unix milliseconds, UTC. `priority_rank` and `due_at` are generated so that the claim index can
 /// order by them.
+/// API bearer tokens. Only a salted SHA-256 hash of each token's secret is stored; `id` is the public part of the
+/// token that finds its row. A revoked row is kept, so the name stays in `token list` and the audit trail.
+const MIGRATION_8: &str = "
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'submitter', 'viewer')),
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+) STRICT;
+CREATE UNIQUE INDEX api_tokens_active_name ON api_tokens (name) WHERE revoked_at IS NULL;
+";
+
 const MIGRATION_1: &str = "
 CREATE TABLE messages (
     seq INTEGER PRIMARY KEY,

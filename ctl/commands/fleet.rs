@@ -50,8 +50,8 @@ fn load_inventory(global: &GlobalOptions) -> Result<Inventory, CtlError> {
 
 async fn connect(inventory: &Inventory, agent: &InventoryAgent, timeout: Duration) -> Result<Agent, CtlError> {
     let token = token::load(Some(&agent.token_file), None, || agent.token_file.clone())?;
-    let tls = agent.tls_config(&inventory.path)?;
-    Agent::connect_with_tls(&agent.url, timeout, token, tls).await
+    let tls = agent.tls_files(&inventory.path)?.unwrap_or_default();
+    Agent::connect(&agent.url, timeout, token, &tls).await
 }
 
 /// Runs `call` on every agent at once. Each agent gets `timeout` for connecting and calling together. Results come

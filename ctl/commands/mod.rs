@@ -2,6 +2,7 @@
 //! dispatches; each command makes its call, prints the result and then the agent's warnings. Fleet commands go to
 //! [`fleet`], which contacts every agent of the inventory.
 
+mod audit;
 mod connectivity;
 mod fleet;
 mod inbox;
@@ -19,8 +20,8 @@ use nhsmail_agent::paths::{admin_token_path, default_data_dir};
 use nhsmail_agent::proto::GetStatusRequest;
 
 use crate::cli::{
-    Cli, Command, ConnectivityCommand, InboxCommand, MessagesCommand, OptoutsCommand, PasswordCommand, RepliesCommand,
-    UploadCommand,
+    AuditCommand, Cli, Command, ConnectivityCommand, InboxCommand, MessagesCommand, OptoutsCommand, PasswordCommand,
+    RepliesCommand, UploadCommand,
 };
 use crate::connect::Agent;
 use crate::output;
@@ -38,7 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = token::load(global.token_file.as_deref(), std::env::var(TOKEN_ENV).ok(), || {
                 admin_token_path(&default_data_dir())
             })?;
-            Agent::connect(&global.agent, Duration::from_secs(global.timeout), token).await?
+            Agent::connect(&global.agent, Duration::from_secs(global.timeout), token, &global.tls_files()).await?
         }
     };
     let format = global.output;
@@ -64,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Optouts(OptoutsCommand::List(args)) => optouts::list(&agent, format, args).await,
         Command::Optouts(OptoutsCommand::Add(args)) => optouts::add(&agent, format, args).await,
         Command::Optouts(OptoutsCommand::Remove(args)) => optouts::remove(&agent, format, args).await,
+        Command::Audit(AuditCommand::List(args)) => audit::list(&agent, format, args).await,
     }
 }
 

@@ -7,7 +7,7 @@ use tonic::Request;
 use crate::cli::OutputFormat;
 use crate::connect::Agent;
 use crate::convert::{enum_label, event_json, message_status_name};
-use crate::output::{self, clean_line, local_time};
+use crate::output::{clean_line, local_time};
 
 pub async fn run(agent: &Agent, format: OutputFormat, after: Option<u64>) -> anyhow::Result<()> {
     super::print_status_warnings(agent).await;
@@ -28,8 +28,8 @@ pub async fn run(agent: &Agent, format: OutputFormat, after: Option<u64>) -> any
 
 fn print_event(format: OutputFormat, event: &Event) {
     match format {
-        OutputFormat::Json => output::write_stdout(&format!("{}\n", event_json(event))),
-        OutputFormat::Table => output::write_stdout(&format!("{}\n", line(event))),
+        OutputFormat::Json => crate::output::write_stdout(&format!("{}\n", event_json(event))),
+        OutputFormat::Table => crate::output::write_stdout(&format!("{}\n", line(event))),
     }
 }
 
