@@ -260,6 +260,93 @@ fn mutual_tls_rejects_other_ca_client() {
     assert!(stderr(&output).contains("rejected this client certificate"), "{}", stderr(&output));
 }
 
+/// Writes an inventory with the one agent "practice" at `agent`'s https:// URL, with `extra` lines in its table.
+fn tls_inventory(dir: &Path, agent: &AgentProcess, extra: &str) -> PathBuf {
+    let token_file = agent.data_dir.join("admin.token");
+    let text = format!(
+        "[[agent]]\nname = \"practice\"\nurl = \"{}\"\ntoken_file = \"{}\"\n{extra}",
+        https_url(agent),
+        token_file.display()
+    );
+    write(dir, "fleet.toml", &text)
+}
+
+fn ctl_inventory(inventory: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nhsmail-ctl"))
+        .arg("--inventory")
+        .arg(inventory)
+        .args(["--timeout", "10"])
+        .args(args)
+        .output()
+        .expect("nhsmail-ctl runs")
+}
+
+#[test]
+fn inventory_ca_file_reaches_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tls_files(dir.path(), false);
+    let agent = tls_agent(dir.path(), &files, false);
+    let inventory = tls_inventory(dir.path(), &agent, &format!("ca_file = \"{}\"\n", files.server_ca.display()));
+
+    let output = ctl_inventory(&inventory, &["fleet", "status", "--output", "json"]);
+
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    assert_eq!(value["agents"][0]["reachable"], true, "{value} {}", stderr(&output));
+    assert_eq!(value["agents"][0]["status"]["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn inventory_without_ca_rejects_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tls_files(dir.path(), false);
+    let agent = tls_agent(dir.path(), &files, false);
+    let inventory = tls_inventory(dir.path(), &agent, "");
+
+    let output = ctl_inventory(&inventory, &["--target", "practice", "status"]);
+
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(stderr(&output).contains("not signed by a trusted CA"), "{}", stderr(&output));
+}
+
+#[test]
+fn inventory_client_certificate_passes_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tls_files(dir.path(), false);
+    let agent = tls_agent(dir.path(), &files, true);
+    let extra = format!(
+        "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        files.server_ca.display(),
+        files.client_cert.display(),
+        files.client_key.display()
+    );
+    let inventory = tls_inventory(dir.path(), &agent, &extra);
+
+    let output = ctl_inventory(&inventory, &["--target", "practice", "status"]);
+
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn inventory_missing_client_key_names_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tls_files(dir.path(), false);
+    let agent = tls_agent(dir.path(), &files, true);
+    let key = dir.path().join("absent.key");
+    let extra = format!(
+        "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        files.server_ca.display(),
+        files.client_cert.display(),
+        key.display()
+    );
+    let inventory = tls_inventory(dir.path(), &agent, &extra);
+
+    let output = ctl_inventory(&inventory, &["--target", "practice", "status"]);
+
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("agent \"practice\""), "{}", stderr(&output));
+    assert!(stderr(&output).contains(&format!("client_key {}", key.display())), "{}", stderr(&output));
+}
+
 #[test]
 fn non_loopback_without_tls_names_keys() {
     let dir = tempfile::tempdir().unwrap();
