@@ -187,6 +187,36 @@ async fn needs_attention_makes_no_sign_ins() {
     assert!(rig.connectivity().await.blocked_sign_ins > 0, "the upload's sign-in was blocked");
 }
 
+/// Runs a rotation whose new password someone replaces on the server before it is confirmed, which ends in
+/// needs_attention after three rejected sign-ins: the candidate twice and the old password once.
+async fn rotate_into_needs_attention(rig: &RotationRig) {
+    arm(rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
+    let mut clients = rig.clients.clone();
+    let rotation =
+        tokio::spawn(async move { clients.connectivity.rotate_password(proto::RotatePasswordRequest {}).await });
+    support::wait_for(support::rotation::LIMIT, "the sandbox to apply the change", || async {
+        (rig.counter("password_changes").await == 1).then_some(())
+    })
+    .await;
+    rig.sandbox.post("/account/password", json!({ "password": "Someone-Else-Set-This-1" })).await;
+    rotation.await.unwrap().expect("RotatePassword returns an outcome");
+    assert_eq!(rig.connectivity().await.password_state(), PasswordState::NeedsAttention);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn needs_attention_survives_restart_silently() {
+    let mut rig = RotationRig::start().await;
+    rotate_into_needs_attention(&rig).await;
+    let failed = rig.sandbox.all_failed_sign_ins().await;
+
+    rig.restart_with_env(&[]).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, failed, "no sign-in after the restart");
+    assert_eq!(rig.counter("lockouts").await, 0, "the account is not locked");
+    assert_eq!(rig.connectivity().await.password_state(), PasswordState::NeedsAttention);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn update_password_recovers_needs_attention() {
     let rig = RotationRig::start().await;

@@ -163,7 +163,8 @@ impl Engine {
 
     fn needs_reconciliation(&self) -> bool {
         let status = self.app.credentials.status(Utc::now());
-        status.pending || status.state == PasswordState::Rotating
+        // needs_attention keeps the pending password for a person, and only a person may end it.
+        status.state != PasswordState::NeedsAttention && (status.pending || status.state == PasswordState::Rotating)
     }
 
     async fn is_due(&self) -> bool {
@@ -373,6 +374,10 @@ impl Engine {
     /// Tries the pending password once, then the current one once, and records what the server accepted.
     async fn reconcile_locked(&mut self, actor: &Actor, reason: &str) -> Result<Reconciled, AppError> {
         let credentials = self.app.credentials.clone();
+        if credentials.status(Utc::now()).state == PasswordState::NeedsAttention {
+            // Only a person ends needs_attention, because any further sign-in could count toward the lockout.
+            return Ok(Reconciled::NeedsAttention);
+        }
         let Some(pending) = credentials.pending_password() else {
             credentials.mark_rotating(false);
             return Ok(Reconciled::Discarded);
