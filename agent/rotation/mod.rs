@@ -309,11 +309,13 @@ impl Engine {
 
         failpoint::hit("rotation.before_verify");
         let verified = self.verify(username, &candidate).await;
+        if matches!(verified, Attempt::Rejected(_)) {
+            self.record_pending_rejected(&candidate).await;
+        }
         failpoint::hit("rotation.after_verify");
         let tokens = match verified {
             Attempt::Accepted(tokens) => tokens,
             Attempt::Rejected(reason) => {
-                self.pending_rejected = true;
                 self.audit(actor, "rotation.verify", "rejected", Some(reason.clone())).await;
                 return self.finish_by_reconciling(actor, &reason).await;
             }
@@ -386,7 +388,7 @@ impl Engine {
             return Ok(Reconciled::Unresolved);
         };
 
-        if !self.pending_rejected {
+        if !self.was_rejected(&pending).await? {
             match self.attempt(&username, &pending).await {
                 Attempt::Accepted(tokens) => {
                     let outcome = format!("the change had taken effect and was confirmed after: {reason}");
@@ -398,7 +400,7 @@ impl Engine {
                     return Ok(Reconciled::Committed);
                 }
                 Attempt::Rejected(_) => {
-                    self.pending_rejected = true;
+                    self.record_pending_rejected(&pending).await;
                     credentials.count_failed_sign_in().await?;
                 }
                 Attempt::Unavailable(error) => {
@@ -432,6 +434,24 @@ impl Engine {
                 Ok(Reconciled::Unresolved)
             }
         }
+    }
+
+    /// Remembers that the server rejected `pending`, also on disk as a refused hash, so no reconciliation tries it
+    /// again, even after a restart.
+    async fn record_pending_rejected(&mut self, pending: &Secret) {
+        self.pending_rejected = true;
+        if let Err(error) = self.app.store.add_refused_password(history::hash(pending), Utc::now()).await {
+            tracing::error!(%error, "cannot record the rejected new password; a restart may try it once more");
+        }
+    }
+
+    /// Returns whether the server rejected `pending` before, in this process or an earlier one.
+    async fn was_rejected(&self, pending: &Secret) -> Result<bool, AppError> {
+        if self.pending_rejected {
+            return Ok(true);
+        }
+        let refused = self.app.store.password_history(0).await?;
+        Ok(refused.iter().any(|hash| history::matches(hash, pending)))
     }
 
     /// Signs in once with `password`: a password grant in OAuth 2.0 mode, otherwise an SMTP AUTH.
