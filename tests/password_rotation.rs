@@ -218,6 +218,30 @@ async fn needs_attention_survives_restart_silently() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn undecryptable_pending_needs_attention() {
+    let mut rig = RotationRig::start().await;
+    rig.agent.stop();
+    let connection = rusqlite::Connection::open(nhsmail_agent::store::database_path(&rig.agent.data_dir)).unwrap();
+    let updated = connection
+        .execute(
+            "UPDATE credential SET pending_ciphertext = zeroblob(40), pending_nonce = zeroblob(12), \
+             pending_created_at = set_at, rotation_state = 'rotating'",
+            [],
+        )
+        .expect("a pending password can be written");
+    assert_eq!(updated, 1, "one stored credential");
+    drop(connection);
+
+    rig.restart_with_env(&[]).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+
+    let connectivity = rig.connectivity().await;
+    assert_eq!(connectivity.password_state(), PasswordState::NeedsAttention);
+    assert!(connectivity.sending_paused, "sending is paused");
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 0, "no sign-in with a password that cannot be read");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn update_password_recovers_needs_attention() {
     let rig = RotationRig::start().await;
     arm(&rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
