@@ -533,6 +533,9 @@ impl App {
             });
         }
         let password = Secret::new(password);
+        // Held until the password is stored, so a rotation cannot read the old password between the check and the
+        // store and then sign in with it.
+        let _sign_ins = self.credentials.sign_in_lock().await;
         if skip_verification {
             self.credentials.set_password(password, None).await?;
             self.new_message.notify_one();
@@ -549,11 +552,10 @@ impl App {
         Ok(true)
     }
 
-    /// Signs in once with SMTP AUTH and once with IMAP, holding the sign-in lock so no other task signs in
+    /// Signs in once with SMTP AUTH and once with IMAP. The caller holds the sign-in lock, so no other task signs in
     /// meanwhile. In OAuth 2.0 mode a password grant comes first and both sign-ins use its access token, which is
     /// returned.
     async fn verify(&self, username: String, password: &Secret) -> Result<Option<Tokens>, AppError> {
-        let _lock = self.credentials.sign_in_lock().await;
         let (candidate, tokens) = match self.credentials.oauth() {
             None => (Credentials::password(username, password.clone()), None),
             Some(oauth) => match oauth.password_grant(&username, password).await {

@@ -242,6 +242,29 @@ async fn undecryptable_pending_needs_attention() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn rotation_waits_for_update_password() {
+    let rig = RotationRig::start().await;
+    let typed = "Practice-Set-New-One-2";
+    rig.sandbox.post("/account/password", json!({ "password": typed })).await;
+    // Slow SMTP replies keep UpdatePassword's check, and its hold on sign-ins, going while the rotation is asked for.
+    arm(&rig, json!({ "kind": "slow", "count": 4, "delay_ms": 1500 })).await;
+    let mut clients = rig.clients.clone();
+    let update = tokio::spawn(async move { set_password(&mut clients, typed, false).await });
+    support::wait_for(support::rotation::LIMIT, "UpdatePassword to reach SMTP", || async {
+        let counters = rig.sandbox.get("/counters").await;
+        (counters["faults_fired"]["slow"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+
+    let rotation = rig.rotate().await.expect("RotatePassword returns an outcome");
+    assert!(update.await.unwrap().verified, "UpdatePassword checked the typed password");
+
+    assert!(rotation.rotated, "{}", rotation.outcome);
+    assert_eq!(rig.reveal().await, rig.server_password().await, "the agent holds the server's password");
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 0, "the replaced password was not tried");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn update_password_recovers_needs_attention() {
     let rig = RotationRig::start().await;
     arm(&rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;

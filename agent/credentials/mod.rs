@@ -511,6 +511,12 @@ impl CredentialManager {
         self.lock_inner().password.clone()
     }
 
+    /// Returns the current password unless a server has rejected it, for a rotation that holds the sign-in lock.
+    pub fn unrejected_password(&self) -> Option<Secret> {
+        let inner = self.lock_inner();
+        inner.password.clone().filter(|_| !inner.status.rejected)
+    }
+
     /// Returns the pending password of an unfinished rotation.
     pub fn pending_password(&self) -> Option<Secret> {
         self.lock_inner().pending.clone()

@@ -219,7 +219,7 @@ impl Engine {
         if let Some(refusal) = refusal {
             return Err(AppError::FailedPrecondition(format!("cannot change the password now: {refusal}")));
         }
-        let (Some(username), Some(current)) = (status.username.clone(), credentials.current_password()) else {
+        let Some(username) = status.username.clone() else {
             return Err(AppError::FailedPrecondition("cannot change the password: no username is set".into()));
         };
         let url = changer.url().to_string();
@@ -230,6 +230,17 @@ impl Engine {
         let app = self.app.clone();
         let _sending = app.send_guard.write().await;
         let _sign_ins = credentials.sign_in_lock().await;
+
+        // While this waited for the locks, UpdatePassword may have set a new password (which ends the rotating
+        // state) or a sign-in may have had the password rejected, so the password is read only now.
+        credentials.mark_rotating(true);
+        let Some(current) = credentials.unrejected_password() else {
+            credentials.mark_rotating(false);
+            return Err(AppError::FailedPrecondition(
+                "cannot change the password now: the current password does not work; set it with `nhsmail-ctl password set`"
+                    .into(),
+            ));
+        };
 
         let outcome = self.rotate_locked(actor, &username, &current).await;
         if credentials.pending_password().is_none() {
