@@ -345,6 +345,26 @@ async fn due_rotation_runs_by_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn unstartable_rotation_not_retried_at_once() {
+    let sandbox = support::TestSandbox::start().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let username_line = format!("username = \"{}\"\n", sandbox.info().username);
+    let config = sandbox.agent_config(AuthMode::OAuth2, "").replace(&username_line, "");
+    let mut agent = support::AgentProcess::start(data_dir.path(), &config);
+    let mut clients = agent.clients().await;
+    set_password(&mut clients, "Invented-Password-2026", true).await;
+    agent.stop();
+    backdate_password(data_dir.path(), 80);
+
+    // Without a username a due rotation fails to start, as it does when the disk is full.
+    let agent = support::AgentProcess::start(data_dir.path(), &config);
+    tokio::time::sleep(QUIET_PERIOD).await;
+
+    let attempts = agent.log().matches("scheduled password rotation did not start").count();
+    assert_eq!(attempts, 1, "one attempt, then a wait");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unmanaged_password_only_warns() {
     let mut rig = RotationRig::start().await;
     let mut clients = rig.clients.clone();

@@ -150,6 +150,9 @@ struct Engine {
     unavailable: Option<String>,
     /// Set once the pending password was rejected in this process, so reconciliation does not try it again.
     pending_rejected: bool,
+    /// Scheduled rotations in a row that could not start, and the time before which none is tried again.
+    start_failures: u32,
+    not_before: Option<tokio::time::Instant>,
 }
 
 impl Engine {
@@ -158,7 +161,7 @@ impl Engine {
             Ok(changer) => (Some(changer), None),
             Err(reason) => (None, Some(reason)),
         };
-        Engine { app, changer, unavailable, pending_rejected: false }
+        Engine { app, changer, unavailable, pending_rejected: false, start_failures: 0, not_before: None }
     }
 
     fn needs_reconciliation(&self) -> bool {
@@ -167,7 +170,16 @@ impl Engine {
         status.state != PasswordState::NeedsAttention && (status.pending || status.state == PasswordState::Rotating)
     }
 
+    /// Returns how long a scheduled rotation that could not start still waits before the next try.
+    fn held_for(&self) -> Option<StdDuration> {
+        let now = tokio::time::Instant::now();
+        self.not_before.filter(|at| *at > now).map(|at| at - now)
+    }
+
     async fn is_due(&self) -> bool {
+        if self.held_for().is_some() {
+            return false;
+        }
         let Ok(auto_manage) = self.app.auto_manage().await else { return false };
         let status = self.app.credentials.status(Utc::now());
         let settings = &self.app.config.password;
@@ -178,15 +190,31 @@ impl Engine {
 
     /// Runs a scheduled rotation if one is due, and returns whether a pending password is left to reconcile.
     async fn rotate_if_due(&mut self) -> bool {
-        if self.is_due().await
-            && let Err(error) = self.rotate(&Actor::agent(), "schedule").await
-        {
-            tracing::warn!(%error, "scheduled password rotation did not start");
+        if !self.is_due().await {
+            return self.needs_reconciliation();
+        }
+        match self.rotate(&Actor::agent(), "schedule").await {
+            Ok(_) => self.start_failures = 0,
+            Err(error) => {
+                // The due date stays in the past, so without this wait the next check would try again at once.
+                self.start_failures += 1;
+                let delay = schedule::backoff(self.start_failures).to_std().unwrap_or(RECHECK);
+                self.not_before = Some(tokio::time::Instant::now() + delay);
+                tracing::warn!(
+                    %error,
+                    attempt = self.start_failures,
+                    delay_seconds = delay.as_secs(),
+                    "scheduled password rotation did not start; trying again later"
+                );
+            }
         }
         self.needs_reconciliation()
     }
 
     async fn until_due(&self) -> StdDuration {
+        if let Some(held) = self.held_for() {
+            return held.min(RECHECK);
+        }
         let Ok(auto_manage) = self.app.auto_manage().await else { return RECHECK };
         let status = self.app.credentials.status(Utc::now());
         let due = schedule::next_rotation_at(&status, auto_manage, self.app.config.password.rotate_days_before_expiry);
