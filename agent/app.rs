@@ -510,8 +510,39 @@ impl App {
         self.connectivity().await
     }
 
-    /// Checks and stores a new password; returns whether the servers accepted it before it was stored.
+    /// Checks and stores a new password, and writes an audit row naming who asked; returns whether the servers
+    /// accepted it before it was stored.
     pub async fn update_password(
+        &self,
+        actor: Actor,
+        password: String,
+        confirmation: String,
+        skip_verification: bool,
+    ) -> Result<bool, AppError> {
+        let result = self.store_new_password(password, confirmation, skip_verification).await;
+        let (outcome, detail) = match &result {
+            Ok(true) => ("ok", "verified with the servers".to_string()),
+            Ok(false) => ("ok", "stored without verification".to_string()),
+            Err(error) => ("failed", error.to_string()),
+        };
+        let event = AuditEvent {
+            at: Utc::now(),
+            caller: actor.name,
+            role: actor.role,
+            peer: actor.peer,
+            action: "UpdatePassword".into(),
+            target: "mailbox password".into(),
+            outcome: outcome.into(),
+            detail: Some(detail),
+        };
+        // Logged, not returned, because a password already stored must not be reported as a failed update.
+        if let Err(error) = self.store.record_audit(event).await {
+            tracing::error!(%error, action = "UpdatePassword", "cannot write an audit row");
+        }
+        result
+    }
+
+    async fn store_new_password(
         &self,
         password: String,
         confirmation: String,

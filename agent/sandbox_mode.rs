@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use nhsmail_agent::app::{App, SubmitRequest};
 use nhsmail_agent::config::{Config, ConfigError, Overrides};
 use nhsmail_agent::paths;
+use nhsmail_agent::rotation::Actor;
 use nhsmail_agent::store::FeedEvent;
 use nhsmail_sandbox::gateway::{Outcome, RANGES};
 use nhsmail_sandbox::{Sandbox, SandboxInfo, SandboxOptions};
@@ -157,7 +158,7 @@ async fn store_password(app: &App, info: &SandboxInfo) -> bool {
         return false;
     }
     let password = info.password.clone();
-    match app.update_password(password.clone(), password, false).await {
+    match app.update_password(Actor::agent(), password.clone(), password, false).await {
         Ok(_) => tracing::info!(username = %info.username, "stored and verified the sandbox's password"),
         Err(error) => {
             tracing::error!(%error, "cannot store the sandbox's password; set it with `nhsmail-ctl password set`")

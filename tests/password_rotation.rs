@@ -327,6 +327,19 @@ async fn reveal_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn update_password_is_audited() {
+    let mut rig = RotationRig::start().await;
+    rig.agent.stop();
+
+    let store = nhsmail_agent::store::Store::open(nhsmail_agent::store::database_path(&rig.agent.data_dir)).unwrap();
+    let audit = store.list_audit(None, 100).await.unwrap();
+
+    let update = audit.iter().find(|record| record.event.action == "UpdatePassword").expect("an audit row");
+    assert_eq!(update.event.caller, "admin");
+    assert_eq!(update.event.outcome, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn due_rotation_runs_by_itself() {
     let mut rig = RotationRig::start().await;
     let old = rig.server_password().await;

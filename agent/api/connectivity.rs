@@ -43,11 +43,13 @@ impl proto::connectivity_service_server::ConnectivityService for ConnectivityApi
         &self,
         request: Request<proto::UpdatePasswordRequest>,
     ) -> Result<Response<proto::UpdatePasswordResponse>, Status> {
-        authorize(&request, Role::Operator)?;
+        let actor = actor(authorize(&request, Role::Operator)?, &request);
         let request = request.into_inner();
         logged("UpdatePassword", async {
-            let verified =
-                self.app.update_password(request.password, request.confirmation, request.skip_verification).await?;
+            let verified = self
+                .app
+                .update_password(actor, request.password, request.confirmation, request.skip_verification)
+                .await?;
             let connectivity = convert::connectivity(self.app.connectivity().await?);
             Ok(proto::UpdatePasswordResponse { verified, connectivity: Some(connectivity) })
         })
