@@ -45,6 +45,10 @@ pub enum FaultKind {
     /// Graph's changePassword changes the password, then waits `delay_ms` before answering.
     #[serde(rename = "change_hold_after_apply")]
     ChangeHoldAfterApply,
+    /// Graph's changePassword changes the password, but for `delay_ms` afterwards every sign-in with the new one is
+    /// rejected, as while the change spreads to every server. These rejections do not count toward the lockout.
+    #[serde(rename = "change_propagation_delay")]
+    ChangePropagationDelay,
 }
 
 impl FaultKind {
@@ -62,6 +66,7 @@ impl FaultKind {
             FaultKind::ChangeLostReply => "change_lost_reply",
             FaultKind::ChangeHold => "change_hold",
             FaultKind::ChangeHoldAfterApply => "change_hold_after_apply",
+            FaultKind::ChangePropagationDelay => "change_propagation_delay",
         }
     }
 }

@@ -256,10 +256,15 @@ async fn change_password(
     }
     let lost_reply = take(FaultKind::ChangeLostReply).is_some();
     let hold_after = take(FaultKind::ChangeHoldAfterApply);
+    let propagation = take(FaultKind::ChangePropagationDelay);
     let outcome =
         shared.account().change_password(&request.current_password, &request.new_password, now, &shared.counters);
     if outcome.is_ok() {
         shared.counters.password_change();
+        if let Some(fault) = propagation {
+            let delay = chrono::TimeDelta::milliseconds(i64::try_from(fault.delay_ms).unwrap_or(i64::MAX));
+            shared.account().reject_new_password_until(now + delay);
+        }
         if lost_reply {
             return graph_error(StatusCode::GATEWAY_TIMEOUT, "gatewayTimeout", "The reply was lost.", now);
         }
