@@ -105,6 +105,19 @@ async fn lost_reply_reconciled_to_new() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn slowly_spreading_change_commits() {
+    let rig = RotationRig::start().await;
+    // The rig waits up to 5 seconds for a new password to reach every server.
+    arm(&rig, json!({ "kind": "change_propagation_delay", "delay_ms": 2500 })).await;
+
+    let response = rig.rotate().await.expect("RotatePassword returns an outcome");
+
+    assert!(response.rotated, "{}", response.outcome);
+    assert_eq!(rig.reveal().await, rig.server_password().await, "the agent holds the server's password");
+    assert_eq!(rig.counter("lockouts").await, 0, "the account is not locked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failed_change_keeps_current() {
     let rig = RotationRig::start().await;
     let old = rig.server_password().await;

@@ -518,7 +518,8 @@ impl Engine {
     }
 
     /// Confirms a changed password with the token endpoint, SMTP and IMAP. Failures that may be the change still
-    /// spreading are retried until `[password] propagation_wait_seconds`; a rejection is retried once only.
+    /// spreading are retried until `[password] propagation_wait_seconds`. A rejected password is tried once more
+    /// only, near the end of that wait, because a rejection is also how a change that has not spread yet looks.
     async fn verify(&self, username: &str, candidate: &Secret) -> Attempt {
         let deadline = tokio::time::Instant::now() + self.app.config.password.propagation_wait;
         let mut rejections = 0;
@@ -537,15 +538,16 @@ impl Engine {
                 }
                 Attempt::Unavailable(reason) => reason,
             };
-            if tokio::time::Instant::now() + VERIFY_RETRY >= deadline {
+            let now = tokio::time::Instant::now();
+            let delay = match rejections {
+                0 => VERIFY_RETRY,
+                _ => deadline.saturating_duration_since(now).saturating_sub(VERIFY_RETRY).max(VERIFY_RETRY),
+            };
+            if now + delay >= deadline {
                 return Attempt::Unavailable(format!("the new password was not confirmed in time: {reason}"));
             }
-            tracing::warn!(
-                reason,
-                delay_ms = VERIFY_RETRY.as_millis() as u64,
-                "new password not confirmed yet; retrying"
-            );
-            tokio::time::sleep(VERIFY_RETRY).await;
+            tracing::warn!(reason, delay_ms = delay.as_millis() as u64, "new password not confirmed yet; retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 
