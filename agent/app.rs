@@ -533,7 +533,8 @@ impl App {
         self.connectivity().await
     }
 
-    /// Checks and stores a new password; returns whether the servers accepted it before it was stored.
+    /// Checks and stores a new password, and writes an audit row naming who asked; returns whether the servers
+    /// accepted it before it was stored.
     pub async fn update_password(
         &self,
         password: String,
@@ -556,6 +557,9 @@ impl App {
             });
         }
         let password = Secret::new(password);
+        // Held until the password is stored, so a rotation cannot read the old password between the check and the
+        // store and then sign in with it.
+        let _sign_ins = self.credentials.sign_in_lock().await;
         if skip_verification {
             self.credentials.set_password(password, None).await?;
             self.new_message.notify_one();
@@ -572,11 +576,10 @@ impl App {
         Ok(true)
     }
 
-    /// Signs in once with SMTP AUTH and once with IMAP, holding the sign-in lock so no other task signs in
+    /// Signs in once with SMTP AUTH and once with IMAP. The caller holds the sign-in lock, so no other task signs in
     /// meanwhile. In OAuth 2.0 mode a password grant comes first and both sign-ins use its access token, which is
     /// returned.
     async fn verify(&self, username: String, password: &Secret) -> Result<Option<Tokens>, AppError> {
-        let _lock = self.credentials.sign_in_lock().await;
         let (candidate, tokens) = match self.credentials.oauth() {
             None => (Credentials::password(username, password.clone()), None),
             Some(oauth) => match oauth.password_grant(&username, password).await {
@@ -636,8 +639,10 @@ impl App {
     }
 
     /// Returns the current password and writes an audit row naming who asked.
-    pub async fn reveal_password(&self, actor: Actor) -> Result<Secret, AppError> {
+    /// Returns the current password and any pending one, and writes an audit row naming who asked.
+    pub async fn reveal_password(&self, actor: Actor) -> Result<(Secret, Option<Secret>), AppError> {
         let password = self.credentials.current_password();
+        let pending = self.credentials.pending_password();
         let outcome = if password.is_some() { "ok" } else { "no_password" };
         self.store
             .record_audit(AuditEvent {
@@ -648,12 +653,13 @@ impl App {
                 action: "RevealPassword".into(),
                 target: "mailbox password".into(),
                 outcome: outcome.into(),
-                detail: None,
+                detail: pending.as_ref().map(|_| "the pending password was revealed too".into()),
             })
             .await?;
-        password.ok_or_else(|| {
+        let password = password.ok_or_else(|| {
             AppError::FailedPrecondition("no mailbox password is set, so there is nothing to reveal".into())
-        })
+        })?;
+        Ok((password, pending))
     }
 
     /// Runs an upload cycle now, or joins the one already running, and returns its report.

@@ -210,7 +210,10 @@ impl ConnectivityService for FakeAgent {
         request: Request<nhsmail_agent::proto::RevealPasswordRequest>,
     ) -> Result<Response<nhsmail_agent::proto::RevealPasswordResponse>, Status> {
         self.authorise(&request, true).await?;
-        Ok(Response::new(nhsmail_agent::proto::RevealPasswordResponse { password: TEST_PASSWORD.into() }))
+        Ok(Response::new(nhsmail_agent::proto::RevealPasswordResponse {
+            password: TEST_PASSWORD.into(),
+            ..Default::default()
+        }))
     }
 }
 

@@ -105,6 +105,33 @@ async fn crash_after_server_change_applies() {
     crash_around_server_change("change_hold_after_apply", true).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_candidate_not_retried_after_crash() {
+    let mut rig = RotationRig::start().await;
+    rig.restart_with_env(&[("NHSMAIL_FAILPOINT", "rotation.after_verify")]).await;
+    rig.sandbox.post("/faults", json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
+    let mut clients = rig.clients.clone();
+    let rotation =
+        tokio::spawn(async move { clients.connectivity.rotate_password(proto::RotatePasswordRequest {}).await });
+    wait_for(LIMIT, "the sandbox to apply the change", || async {
+        (rig.counter("password_changes").await == 1).then_some(())
+    })
+    .await;
+    // Someone replaces the new password on the server, so verification rejects it twice and the agent dies.
+    rig.sandbox.post("/account/password", json!({ "password": "Someone-Else-Set-This-1" })).await;
+    assert!(rotation.await.unwrap().is_err(), "the agent died after verification");
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 2, "verification tried the candidate twice");
+
+    rig.restart_with_env(&[]).await;
+    wait_for(LIMIT, "reconciliation to end in needs_attention", || async {
+        (rig.connectivity().await.password_state() == proto::PasswordState::NeedsAttention).then_some(())
+    })
+    .await;
+
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 3, "only the old password was tried after the restart");
+    assert_eq!(rig.counter("lockouts").await, 0, "the account is not locked");
+}
+
 /// What the soak did, for its report.
 #[derive(Debug, Default)]
 struct SoakFigures {

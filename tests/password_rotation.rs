@@ -123,6 +123,19 @@ async fn lost_reply_reconciled_to_new() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn slowly_spreading_change_commits() {
+    let rig = RotationRig::start().await;
+    // The rig waits up to 5 seconds for a new password to reach every server.
+    arm(&rig, json!({ "kind": "change_propagation_delay", "delay_ms": 2500 })).await;
+
+    let response = rig.rotate().await.expect("RotatePassword returns an outcome");
+
+    assert!(response.rotated, "{}", response.outcome);
+    assert_eq!(rig.reveal().await, rig.server_password().await, "the agent holds the server's password");
+    assert_eq!(rig.counter("lockouts").await, 0, "the account is not locked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failed_change_keeps_current() {
     let rig = RotationRig::start().await;
     let old = rig.server_password().await;
@@ -183,6 +196,83 @@ async fn needs_attention_makes_no_sign_ins() {
     assert!(rig.connectivity().await.blocked_sign_ins > 0, "the upload's sign-in was blocked");
 }
 
+/// Runs a rotation whose new password someone replaces on the server before it is confirmed, which ends in
+/// needs_attention after three rejected sign-ins: the candidate twice and the old password once.
+async fn rotate_into_needs_attention(rig: &RotationRig) {
+    arm(rig, json!({ "kind": "change_hold_after_apply", "delay_ms": 2000 })).await;
+    let mut clients = rig.clients.clone();
+    let rotation =
+        tokio::spawn(async move { clients.connectivity.rotate_password(proto::RotatePasswordRequest {}).await });
+    support::wait_for(support::rotation::LIMIT, "the sandbox to apply the change", || async {
+        (rig.counter("password_changes").await == 1).then_some(())
+    })
+    .await;
+    rig.sandbox.post("/account/password", json!({ "password": "Someone-Else-Set-This-1" })).await;
+    rotation.await.unwrap().expect("RotatePassword returns an outcome");
+    assert_eq!(rig.connectivity().await.password_state(), PasswordState::NeedsAttention);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn needs_attention_survives_restart_silently() {
+    let mut rig = RotationRig::start().await;
+    rotate_into_needs_attention(&rig).await;
+    let failed = rig.sandbox.all_failed_sign_ins().await;
+
+    rig.restart_with_env(&[]).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, failed, "no sign-in after the restart");
+    assert_eq!(rig.counter("lockouts").await, 0, "the account is not locked");
+    assert_eq!(rig.connectivity().await.password_state(), PasswordState::NeedsAttention);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undecryptable_pending_needs_attention() {
+    let mut rig = RotationRig::start().await;
+    rig.agent.stop();
+    let connection = rusqlite::Connection::open(nhsmail_agent::store::database_path(&rig.agent.data_dir)).unwrap();
+    let updated = connection
+        .execute(
+            "UPDATE credential SET pending_ciphertext = zeroblob(40), pending_nonce = zeroblob(12), \
+             pending_created_at = set_at, rotation_state = 'rotating'",
+            [],
+        )
+        .expect("a pending password can be written");
+    assert_eq!(updated, 1, "one stored credential");
+    drop(connection);
+
+    rig.restart_with_env(&[]).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+
+    let connectivity = rig.connectivity().await;
+    assert_eq!(connectivity.password_state(), PasswordState::NeedsAttention);
+    assert!(connectivity.sending_paused, "sending is paused");
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 0, "no sign-in with a password that cannot be read");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_waits_for_update_password() {
+    let rig = RotationRig::start().await;
+    let typed = "Practice-Set-New-One-2";
+    rig.sandbox.post("/account/password", json!({ "password": typed })).await;
+    // Slow SMTP replies keep UpdatePassword's check, and its hold on sign-ins, going while the rotation is asked for.
+    arm(&rig, json!({ "kind": "slow", "count": 4, "delay_ms": 1500 })).await;
+    let mut clients = rig.clients.clone();
+    let update = tokio::spawn(async move { set_password(&mut clients, typed, false).await });
+    support::wait_for(support::rotation::LIMIT, "UpdatePassword to reach SMTP", || async {
+        let counters = rig.sandbox.get("/counters").await;
+        (counters["faults_fired"]["slow"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+
+    let rotation = rig.rotate().await.expect("RotatePassword returns an outcome");
+    assert!(update.await.unwrap().verified, "UpdatePassword checked the typed password");
+
+    assert!(rotation.rotated, "{}", rotation.outcome);
+    assert_eq!(rig.reveal().await, rig.server_password().await, "the agent holds the server's password");
+    assert_eq!(rig.sandbox.all_failed_sign_ins().await, 0, "the replaced password was not tried");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn update_password_recovers_needs_attention() {
     let rig = RotationRig::start().await;
@@ -237,6 +327,19 @@ async fn reveal_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn update_password_is_audited() {
+    let mut rig = RotationRig::start().await;
+    rig.agent.stop();
+
+    let store = nhsmail_agent::store::Store::open(nhsmail_agent::store::database_path(&rig.agent.data_dir)).unwrap();
+    let audit = store.list_audit(None, 100).await.unwrap();
+
+    let update = audit.iter().find(|record| record.event.action == "UpdatePassword").expect("an audit row");
+    assert_eq!(update.event.caller, "admin");
+    assert_eq!(update.event.outcome, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn due_rotation_runs_by_itself() {
     let mut rig = RotationRig::start().await;
     let old = rig.server_password().await;
@@ -252,6 +355,26 @@ async fn due_rotation_runs_by_itself() {
     let connectivity = rig.wait_until_settled().await;
     assert_eq!(rig.reveal().await, rig.server_password().await);
     assert_eq!(connectivity.days_until_expiry, Some(89), "the new password has a full 90 days");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unstartable_rotation_not_retried_at_once() {
+    let sandbox = support::TestSandbox::start().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let username_line = format!("username = \"{}\"\n", sandbox.info().username);
+    let config = sandbox.agent_config(AuthMode::OAuth2, "").replace(&username_line, "");
+    let mut agent = support::AgentProcess::start(data_dir.path(), &config);
+    let mut clients = agent.clients().await;
+    set_password(&mut clients, "Invented-Password-2026", true).await;
+    agent.stop();
+    backdate_password(data_dir.path(), 80);
+
+    // Without a username a due rotation fails to start, as it does when the disk is full.
+    let agent = support::AgentProcess::start(data_dir.path(), &config);
+    tokio::time::sleep(QUIET_PERIOD).await;
+
+    let attempts = agent.log().matches("scheduled password rotation did not start").count();
+    assert_eq!(attempts, 1, "one attempt, then a wait");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -313,4 +436,19 @@ async fn needs_attention_survives_restart() {
 
     assert_eq!(rig.connectivity().await.password_state(), PasswordState::NeedsAttention);
     assert_eq!(rig.sandbox.all_failed_sign_ins().await, failed, "no sign-in after the restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn needs_attention_reveals_pending_password() {
+    let rig = RotationRig::start().await;
+    arm(&rig, json!({ "kind": "change_lost_reply" })).await;
+    arm(&rig, json!({ "kind": "change_propagation_delay", "delay_ms": 2500 })).await;
+
+    let response = rig.rotate().await.expect("RotatePassword returns an outcome");
+    assert!(!response.rotated, "{}", response.outcome);
+    assert_eq!(rig.connectivity().await.password_state(), PasswordState::NeedsAttention);
+
+    let mut clients = rig.clients.clone();
+    let revealed = clients.connectivity.reveal_password(proto::RevealPasswordRequest {}).await.unwrap().into_inner();
+    assert_eq!(revealed.pending_password, rig.server_password().await, "the working password can be recovered");
 }

@@ -81,8 +81,11 @@ impl proto::connectivity_service_server::ConnectivityService for ConnectivityApi
     ) -> Result<Response<proto::RevealPasswordResponse>, Status> {
         let actor = actor(authorize(&request, Role::Admin)?, &request);
         logged("RevealPassword", async {
-            let password = self.app.reveal_password(actor).await?;
-            Ok(proto::RevealPasswordResponse { password: password.expose().to_string() })
+            let (password, pending) = self.app.reveal_password(actor).await?;
+            Ok(proto::RevealPasswordResponse {
+                password: password.expose().to_string(),
+                pending_password: pending.map(|pending| pending.expose().to_string()).unwrap_or_default(),
+            })
         })
         .await
     }

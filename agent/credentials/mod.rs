@@ -190,11 +190,22 @@ impl CredentialManager {
             }
             Err(error) => return Err(error.into()),
         };
+        let mut rotation = record.as_ref().map(|record| record.rotation.clone()).unwrap_or_default();
         let pending = match record.as_ref().and_then(|record| record.pending.as_ref()) {
             Some(pending) => {
                 let sealed =
                     Sealed { nonce: pending.password.nonce.clone(), ciphertext: pending.password.ciphertext.clone() };
-                Some(vault.open(&sealed)?)
+                match vault.open(&sealed) {
+                    Ok(pending) => Some(pending),
+                    Err(error @ VaultError::Decrypt { .. }) => {
+                        // The server may hold the password that cannot be read, so no sign-in is safe. Starting in
+                        // needs_attention keeps the API up for a person to set the working password.
+                        tracing::error!(%error, "cannot decrypt the new password of an interrupted change, so the agent makes no sign-ins. Set the working password with `nhsmail-ctl password set`");
+                        rotation.state = NEEDS_ATTENTION.into();
+                        None
+                    }
+                    Err(error) => return Err(error.into()),
+                }
             }
             None => None,
         };
@@ -204,7 +215,7 @@ impl CredentialManager {
             password,
             set_at: record.as_ref().map(|record| record.set_at),
             pending,
-            rotation: record.as_ref().map(|record| record.rotation.clone()).unwrap_or_default(),
+            rotation,
             blocked_sign_ins: 0,
             status: record.map_or_else(empty_status, |record| record.status),
             max_age_days: calendar.max_age_days,
@@ -498,6 +509,12 @@ impl CredentialManager {
     /// Returns the current password, for revealing it to an administrator or for the change endpoint.
     pub fn current_password(&self) -> Option<Secret> {
         self.lock_inner().password.clone()
+    }
+
+    /// Returns the current password unless a server has rejected it, for a rotation that holds the sign-in lock.
+    pub fn unrejected_password(&self) -> Option<Secret> {
+        let inner = self.lock_inner();
+        inner.password.clone().filter(|_| !inner.status.rejected)
     }
 
     /// Returns the pending password of an unfinished rotation.

@@ -150,6 +150,9 @@ struct Engine {
     unavailable: Option<String>,
     /// Set once the pending password was rejected in this process, so reconciliation does not try it again.
     pending_rejected: bool,
+    /// Scheduled rotations in a row that could not start, and the time before which none is tried again.
+    start_failures: u32,
+    not_before: Option<tokio::time::Instant>,
 }
 
 impl Engine {
@@ -158,17 +161,27 @@ impl Engine {
             Ok(changer) => (Some(changer), None),
             Err(reason) => (None, Some(reason)),
         };
-        Engine { app, changer, unavailable, pending_rejected: false }
+        Engine { app, changer, unavailable, pending_rejected: false, start_failures: 0, not_before: None }
     }
 
     /// Returns whether a pending password waits to be reconciled. Never after `needs_attention`, which only a
     /// person ends, because each attempt would count toward the lockout.
     fn needs_reconciliation(&self) -> bool {
         let status = self.app.credentials.status(Utc::now());
+        // needs_attention keeps the pending password for a person, and only a person may end it.
         status.state != PasswordState::NeedsAttention && (status.pending || status.state == PasswordState::Rotating)
     }
 
+    /// Returns how long a scheduled rotation that could not start still waits before the next try.
+    fn held_for(&self) -> Option<StdDuration> {
+        let now = tokio::time::Instant::now();
+        self.not_before.filter(|at| *at > now).map(|at| at - now)
+    }
+
     async fn is_due(&self) -> bool {
+        if self.held_for().is_some() {
+            return false;
+        }
         let Ok(auto_manage) = self.app.auto_manage().await else { return false };
         let status = self.app.credentials.status(Utc::now());
         let settings = &self.app.config.password;
@@ -179,15 +192,31 @@ impl Engine {
 
     /// Runs a scheduled rotation if one is due, and returns whether a pending password is left to reconcile.
     async fn rotate_if_due(&mut self) -> bool {
-        if self.is_due().await
-            && let Err(error) = self.rotate(&Actor::agent(), "schedule").await
-        {
-            tracing::warn!(%error, "scheduled password rotation did not start");
+        if !self.is_due().await {
+            return self.needs_reconciliation();
+        }
+        match self.rotate(&Actor::agent(), "schedule").await {
+            Ok(_) => self.start_failures = 0,
+            Err(error) => {
+                // The due date stays in the past, so without this wait the next check would try again at once.
+                self.start_failures += 1;
+                let delay = schedule::backoff(self.start_failures).to_std().unwrap_or(RECHECK);
+                self.not_before = Some(tokio::time::Instant::now() + delay);
+                tracing::warn!(
+                    %error,
+                    attempt = self.start_failures,
+                    delay_seconds = delay.as_secs(),
+                    "scheduled password rotation did not start; trying again later"
+                );
+            }
         }
         self.needs_reconciliation()
     }
 
     async fn until_due(&self) -> StdDuration {
+        if let Some(held) = self.held_for() {
+            return held.min(RECHECK);
+        }
         let Ok(auto_manage) = self.app.auto_manage().await else { return RECHECK };
         let status = self.app.credentials.status(Utc::now());
         let due = schedule::next_rotation_at(&status, auto_manage, self.app.config.password.rotate_days_before_expiry);
@@ -220,7 +249,7 @@ impl Engine {
         if let Some(refusal) = refusal {
             return Err(AppError::FailedPrecondition(format!("cannot change the password now: {refusal}")));
         }
-        let (Some(username), Some(current)) = (status.username.clone(), credentials.current_password()) else {
+        let Some(username) = status.username.clone() else {
             return Err(AppError::FailedPrecondition("cannot change the password: no username is set".into()));
         };
         let url = changer.url().to_string();
@@ -231,6 +260,17 @@ impl Engine {
         let app = self.app.clone();
         let _sending = app.send_guard.write().await;
         let _sign_ins = credentials.sign_in_lock().await;
+
+        // While this waited for the locks, UpdatePassword may have set a new password (which ends the rotating
+        // state) or a sign-in may have had the password rejected, so the password is read only now.
+        credentials.mark_rotating(true);
+        let Some(current) = credentials.unrejected_password() else {
+            credentials.mark_rotating(false);
+            return Err(AppError::FailedPrecondition(
+                "cannot change the password now: the current password does not work; set it with `nhsmail-ctl password set`"
+                    .into(),
+            ));
+        };
 
         let outcome = self.rotate_locked(actor, &username, &current).await;
         if credentials.pending_password().is_none() {
@@ -310,11 +350,13 @@ impl Engine {
 
         failpoint::hit("rotation.before_verify");
         let verified = self.verify(username, &candidate).await;
+        if matches!(verified, Attempt::Rejected(_)) {
+            self.record_pending_rejected(&candidate).await;
+        }
         failpoint::hit("rotation.after_verify");
         let tokens = match verified {
             Attempt::Accepted(tokens) => tokens,
             Attempt::Rejected(reason) => {
-                self.pending_rejected = true;
                 self.audit(actor, "rotation.verify", "rejected", Some(reason.clone())).await;
                 return self.finish_by_reconciling(actor, &reason).await;
             }
@@ -375,6 +417,10 @@ impl Engine {
     /// Tries the pending password once, then the current one once, and records what the server accepted.
     async fn reconcile_locked(&mut self, actor: &Actor, reason: &str) -> Result<Reconciled, AppError> {
         let credentials = self.app.credentials.clone();
+        if credentials.status(Utc::now()).state == PasswordState::NeedsAttention {
+            // Only a person ends needs_attention, because any further sign-in could count toward the lockout.
+            return Ok(Reconciled::NeedsAttention);
+        }
         let Some(pending) = credentials.pending_password() else {
             credentials.mark_rotating(false);
             return Ok(Reconciled::Discarded);
@@ -383,7 +429,7 @@ impl Engine {
             return Ok(Reconciled::Unresolved);
         };
 
-        if !self.pending_rejected {
+        if !self.was_rejected(&pending).await? {
             match self.attempt(&username, &pending).await {
                 Attempt::Accepted(tokens) => {
                     let outcome = format!("the change had taken effect and was confirmed after: {reason}");
@@ -395,7 +441,7 @@ impl Engine {
                     return Ok(Reconciled::Committed);
                 }
                 Attempt::Rejected(_) => {
-                    self.pending_rejected = true;
+                    self.record_pending_rejected(&pending).await;
                     credentials.count_failed_sign_in().await?;
                 }
                 Attempt::Unavailable(error) => {
@@ -431,6 +477,24 @@ impl Engine {
         }
     }
 
+    /// Remembers that the server rejected `pending`, also on disk as a refused hash, so no reconciliation tries it
+    /// again, even after a restart.
+    async fn record_pending_rejected(&mut self, pending: &Secret) {
+        self.pending_rejected = true;
+        if let Err(error) = self.app.store.add_refused_password(history::hash(pending), Utc::now()).await {
+            tracing::error!(%error, "cannot record the rejected new password; a restart may try it once more");
+        }
+    }
+
+    /// Returns whether the server rejected `pending` before, in this process or an earlier one.
+    async fn was_rejected(&self, pending: &Secret) -> Result<bool, AppError> {
+        if self.pending_rejected {
+            return Ok(true);
+        }
+        let refused = self.app.store.password_history(0).await?;
+        Ok(refused.iter().any(|hash| history::matches(hash, pending)))
+    }
+
     /// Signs in once with `password`: a password grant in OAuth 2.0 mode, otherwise an SMTP AUTH.
     async fn attempt(&self, username: &str, password: &Secret) -> Attempt {
         match self.app.credentials.oauth() {
@@ -456,7 +520,8 @@ impl Engine {
     }
 
     /// Confirms a changed password with the token endpoint, SMTP and IMAP. Failures that may be the change still
-    /// spreading are retried until `[password] propagation_wait_seconds`; a rejection is retried once only.
+    /// spreading are retried until `[password] propagation_wait_seconds`. A rejected password is tried once more
+    /// only, near the end of that wait, because a rejection is also how a change that has not spread yet looks.
     async fn verify(&self, username: &str, candidate: &Secret) -> Attempt {
         let deadline = tokio::time::Instant::now() + self.app.config.password.propagation_wait;
         let mut rejections = 0;
@@ -475,15 +540,16 @@ impl Engine {
                 }
                 Attempt::Unavailable(reason) => reason,
             };
-            if tokio::time::Instant::now() + VERIFY_RETRY >= deadline {
+            let now = tokio::time::Instant::now();
+            let delay = match rejections {
+                0 => VERIFY_RETRY,
+                _ => deadline.saturating_duration_since(now).saturating_sub(VERIFY_RETRY).max(VERIFY_RETRY),
+            };
+            if now + delay >= deadline {
                 return Attempt::Unavailable(format!("the new password was not confirmed in time: {reason}"));
             }
-            tracing::warn!(
-                reason,
-                delay_ms = VERIFY_RETRY.as_millis() as u64,
-                "new password not confirmed yet; retrying"
-            );
-            tokio::time::sleep(VERIFY_RETRY).await;
+            tracing::warn!(reason, delay_ms = delay.as_millis() as u64, "new password not confirmed yet; retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 

@@ -271,6 +271,11 @@ impl Store {
         self.write(move |connection| insert_history(connection, "used", &hash, at)).await
     }
 
+    /// Adds the hash of a candidate the server rejected, so it is never tried or generated again.
+    pub async fn add_refused_password(&self, hash: PasswordHash, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write(move |connection| insert_history(connection, "refused", &hash, at)).await
+    }
+
     /// Returns the hashes a new password must not match: the last `used` passwords and every refused candidate.
     pub async fn password_history(&self, used: u32) -> Result<Vec<PasswordHash>, StoreError> {
         self.read(move |connection| {

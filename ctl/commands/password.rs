@@ -84,9 +84,18 @@ pub async fn reveal(agent: &Agent, format: OutputFormat, args: PasswordRevealArg
     }
     let request = agent.request(RevealPasswordRequest {});
     let response = agent.call(agent.connectivity_service().reveal_password(request)).await?;
+    let pending = (!response.pending_password.is_empty()).then_some(&response.pending_password);
     match format {
-        OutputFormat::Json => println!("{}", serde_json::json!({ "password": response.password })),
-        OutputFormat::Table => println!("{}", response.password),
+        OutputFormat::Json => {
+            println!("{}", serde_json::json!({ "password": response.password, "pending_password": pending }))
+        }
+        OutputFormat::Table => {
+            println!("{}", response.password);
+            if let Some(pending) = pending {
+                eprintln!("note: an unconfirmed change left a new password, which NHSmail may hold instead:");
+                println!("{pending}");
+            }
+        }
     }
     super::print_status_warnings(agent).await;
     Ok(())

@@ -141,6 +141,8 @@ pub struct Account {
     file: AccountFile,
     path: PathBuf,
     policy: Policy,
+    /// Until then the current password is rejected, as a changed password that has not reached every server yet.
+    new_password_rejected_until: Option<DateTime<Utc>>,
 }
 
 impl fmt::Debug for Account {
@@ -161,7 +163,7 @@ impl Account {
         now: DateTime<Utc>,
     ) -> Result<Account, PersistError> {
         if let Some(file) = persist::load_json::<AccountFile>(&path)? {
-            return Ok(Account { file, path, policy });
+            return Ok(Account { file, path, policy, new_password_rejected_until: None });
         }
         let password = generate_password();
         let file = AccountFile {
@@ -175,7 +177,7 @@ impl Account {
             refresh_tokens: Vec::new(),
             propagating_until: None,
         };
-        let account = Account { file, path, policy };
+        let account = Account { file, path, policy, new_password_rejected_until: None };
         account.save()?;
         Ok(account)
     }
@@ -240,6 +242,9 @@ impl Account {
         self.check_not_locked(now)?;
         if !username.eq_ignore_ascii_case(&self.file.username) {
             // An unknown user name cannot lock this account.
+            return Err(SignInError::InvalidCredentials);
+        }
+        if password == self.file.password && self.new_password_rejected_until.is_some_and(|until| now < until) {
             return Err(SignInError::InvalidCredentials);
         }
         if password != self.file.password {
@@ -382,6 +387,11 @@ impl Account {
         self.save()
     }
 
+    /// Rejects sign-ins with the current password until `until`, without counting them toward the lockout.
+    pub fn reject_new_password_until(&mut self, until: DateTime<Utc>) {
+        self.new_password_rejected_until = Some(until);
+    }
+
     /// Makes the current password expired from now on.
     pub fn expire_password(&mut self, now: DateTime<Utc>) -> Result<(), PersistError> {
         self.file.password_set_at = now - self.policy.max_age - TimeDelta::seconds(1);
@@ -416,6 +426,7 @@ impl Account {
     }
 
     fn replace_password(&mut self, new: &str, now: DateTime<Utc>, revoke_access_tokens: bool) {
+        self.new_password_rejected_until = None;
         self.file.password = new.to_string();
         self.file.password_set_at = now;
         self.file.history.insert(0, sha256_hex(new));
@@ -526,6 +537,25 @@ mod tests {
         let right = account.password().to_string();
         let outcome = account.sign_in_with_password(Protocol::Smtp, &user, &right, now, &counters);
         assert!(matches!(outcome, Err(SignInError::Locked { .. })), "{outcome:?}");
+    }
+
+    #[test]
+    fn spreading_password_rejected_until_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut account = account(&dir);
+        let counters = Counters::default();
+        let now = Utc::now();
+        let user = account.username().to_string();
+        let right = account.password().to_string();
+        account.reject_new_password_until(now + TimeDelta::seconds(5));
+
+        for _ in 0..5 {
+            let early = account.sign_in_with_password(Protocol::Smtp, &user, &right, now, &counters);
+            assert_eq!(early, Err(SignInError::InvalidCredentials));
+        }
+        let later = now + TimeDelta::seconds(5);
+
+        assert_eq!(account.sign_in_with_password(Protocol::Smtp, &user, &right, later, &counters), Ok(()));
     }
 
     #[test]

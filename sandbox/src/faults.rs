@@ -49,6 +49,10 @@ pub enum FaultKind {
     /// `NO [UNAVAILABLE]`, token endpoint 503) for `delay_ms`, as while the change replicates.
     #[serde(rename = "change_propagation")]
     ChangePropagation,
+    /// Graph's changePassword changes the password, but for `delay_ms` afterwards every sign-in with the new one is
+    /// rejected, as while the change spreads to every server. These rejections do not count toward the lockout.
+    #[serde(rename = "change_propagation_delay")]
+    ChangePropagationDelay,
 }
 
 impl FaultKind {
@@ -67,6 +71,7 @@ impl FaultKind {
             FaultKind::ChangeHold => "change_hold",
             FaultKind::ChangeHoldAfterApply => "change_hold_after_apply",
             FaultKind::ChangePropagation => "change_propagation",
+            FaultKind::ChangePropagationDelay => "change_propagation_delay",
         }
     }
 }

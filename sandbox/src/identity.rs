@@ -260,6 +260,7 @@ async fn change_password(
     }
     let lost_reply = take(FaultKind::ChangeLostReply).is_some();
     let propagation = take(FaultKind::ChangePropagation);
+    let rejection_delay = take(FaultKind::ChangePropagationDelay);
     let hold_after = take(FaultKind::ChangeHoldAfterApply);
     let outcome =
         shared.account().change_password(&request.current_password, &request.new_password, now, &shared.counters);
@@ -270,6 +271,10 @@ async fn change_password(
             if let Err(error) = shared.account().delay_propagation(until) {
                 tracing::error!(%error, "failed to save the account");
             }
+        }
+        if let Some(fault) = rejection_delay {
+            let delay = chrono::TimeDelta::milliseconds(i64::try_from(fault.delay_ms).unwrap_or(i64::MAX));
+            shared.account().reject_new_password_until(now + delay);
         }
         if lost_reply {
             return graph_error(StatusCode::GATEWAY_TIMEOUT, "gatewayTimeout", "The reply was lost.", now);
