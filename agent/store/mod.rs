@@ -156,7 +156,7 @@ impl Store {
     /// program created, and a database whose schema version is newer than this code supports.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_owned();
-        let writer = schema::open_writer(&path)?;
+        let writer = schema::open_writer(&path).map_err(|error| error.with_path(&path))?;
         Ok(Store { inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }) })
     }
 
