@@ -134,6 +134,8 @@ pub struct Clients {
     pub messages: proto::message_service_client::MessageServiceClient<Authed>,
     pub connectivity: proto::connectivity_service_client::ConnectivityServiceClient<Authed>,
     pub agent: proto::agent_service_client::AgentServiceClient<Authed>,
+    pub opt_outs: proto::opt_out_service_client::OptOutServiceClient<Authed>,
+    pub inbox: proto::inbox_service_client::InboxServiceClient<Authed>,
 }
 
 /// A running `nhsmail-agent` process with its own data directory.
@@ -217,6 +219,11 @@ impl AgentProcess {
         format!("http://{}", self.address)
     }
 
+    /// Returns the agent's process id, for reading its memory use from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap().trim().to_string()
     }
@@ -233,7 +240,15 @@ impl AgentProcess {
                 channel.clone(),
                 interceptor.clone(),
             ),
-            agent: proto::agent_service_client::AgentServiceClient::with_interceptor(channel, interceptor),
+            agent: proto::agent_service_client::AgentServiceClient::with_interceptor(
+                channel.clone(),
+                interceptor.clone(),
+            ),
+            opt_outs: proto::opt_out_service_client::OptOutServiceClient::with_interceptor(
+                channel.clone(),
+                interceptor.clone(),
+            ),
+            inbox: proto::inbox_service_client::InboxServiceClient::with_interceptor(channel, interceptor),
         }
     }
 
