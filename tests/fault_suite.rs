@@ -147,13 +147,17 @@ async fn sigkill_loop_loses_and_repeats_nothing() {
     let submitted = Arc::new(AtomicU64::new(0));
     let submitter = tokio::spawn(submit_all(total, receiver, submitted.clone()));
 
+    // Kills go on while texts flow, and stop once the queue is empty and enough kills happened. After a bound of a
+    // minute plus a second per 5 texts they stop anyway, and the wait below decides.
     let started = Instant::now();
+    let kill_until = started + Duration::from_secs(60 + total as u64 / 5);
     let mut kills = 0u64;
     loop {
         let wait = Duration::from_millis(random.random_range(kill_low..=kill_high));
         tokio::time::sleep(wait).await;
         let all_submitted = submitted.load(Ordering::SeqCst) as usize == total;
-        if kills >= min_kills && all_submitted && unsettled(&mut clients).await == 0 {
+        let drained_or_late = Instant::now() > kill_until || unsettled(&mut clients).await == 0;
+        if kills >= min_kills && all_submitted && drained_or_late {
             break;
         }
         agent.kill();
@@ -161,9 +165,6 @@ async fn sigkill_loop_loses_and_repeats_nothing() {
         agent = tokio::task::block_in_place(|| AgentProcess::start(data_dir.path(), &config));
         clients = agent.clients().await;
         current.send_replace(clients.clone());
-        if kills >= min_kills && all_submitted {
-            break;
-        }
     }
     submitter.await.expect("the submitter finishes");
     let killing_took = started.elapsed();
