@@ -33,8 +33,8 @@ cargo bench --locked -j 2 --bench agent -- "${args[@]}" --out "$results"
     echo "Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "Command: scripts/bench.sh ${*:-}"
     echo
-    echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), " \
-        "$(free -g | awk '/^Mem:/ {print $2}') GiB memory"
+    cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
+    echo "Machine: $(nproc) CPUs, $cpu, $(free -g | awk '/^Mem:/ {print $2}') GiB memory"
     echo "Disk of the data directories (${TMPDIR:-/tmp}): $(df -h --output=source,fstype,size "${TMPDIR:-/tmp}" | tail -n 1 | tr -s ' ')"
     echo "Kernel: $(uname -r); $(rustc --version)"
     echo
