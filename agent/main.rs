@@ -146,12 +146,21 @@ fn main() -> ExitCode {
 
 /// Keeps lettre and async-imap at info or above whatever RUST_LOG requests, because at debug they log the SMTP and
 /// IMAP dialogue, sign-in included.
+///
+/// A log line that cannot be written (standard error on a full disk or a closed pipe) is dropped. With
+/// tracing-subscriber's default, the failure is reported with `eprintln!`, which panics when standard error fails,
+/// so the task that logged (a gRPC call, the sender) would die with it.
 fn init_logging() {
     let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let filter = EnvFilter::try_new(format!("{requested},lettre=info,async_imap=info,rustls=info"))
         .unwrap_or_else(|_| EnvFilter::new("info,lettre=info,async_imap=info,rustls=info"));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .log_internal_errors(false)
+        .init();
 }
 
 async fn run(config: Config, sandbox: Option<Sandbox>) -> anyhow::Result<()> {

@@ -569,3 +569,66 @@ fn mismatched_key_file_starts_without_password() {
     assert_eq!(connectivity["password_state"], "unset");
     assert!(agent.log().contains("starting without a usable password"));
 }
+
+/// Starts the agent with its standard error on `/dev/full`, where every write fails with "no space left on device",
+/// as a log on a full disk or a closed pipe would. Returns the process and its gRPC address.
+fn start_with_unwritable_log(data_dir: &std::path::Path) -> (std::process::Child, String) {
+    let config_path = data_dir.join("agent.toml");
+    std::fs::write(&config_path, offline_config()).unwrap();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full opens");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nhsmail-agent"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(full)
+        .spawn()
+        .expect("the agent binary starts");
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let line = std::io::BufRead::lines(stdout).next().expect("the agent prints a line").unwrap();
+    let address = line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (child, address.to_string())
+}
+
+#[tokio::test]
+async fn unwritable_log_keeps_api_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, address) = start_with_unwritable_log(dir.path());
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token.trim()).parse().unwrap();
+    let mut messages = proto::message_service_client::MessageServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request.metadata_mut().insert("authorization", bearer.clone());
+            Ok(request)
+        },
+    );
+
+    // Every call writes a log line, so each of these would fail if a failed log write broke the call.
+    let mut failures = Vec::new();
+    for round in 0..5 {
+        let submitted = messages
+            .submit_messages(proto::SubmitMessagesRequest {
+                messages: (0..10)
+                    .map(|index| submit("07700900123", &format!("Clinic reminder {round}-{index}")))
+                    .collect(),
+            })
+            .await;
+        if let Err(status) = submitted {
+            failures.push(format!("SubmitMessages: {status:?}"));
+        }
+        let listed = messages
+            .list_messages(proto::ListMessagesRequest { status: 0, page_size: 10, page_token: String::new() })
+            .await;
+        if let Err(status) = listed {
+            failures.push(format!("ListMessages: {status:?}"));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(failures.is_empty(), "calls failed while the log could not be written: {failures:?}");
+}

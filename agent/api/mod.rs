@@ -16,8 +16,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
 
 use crate::app::{App, AppError};
@@ -71,8 +71,14 @@ pub async fn serve(
             let incoming = tls::incoming(listener, config, shutdown.clone());
             router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
         }
-        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned()).await,
+        None => router.serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned()).await,
     }
+}
+
+/// Accepts connections with `TCP_NODELAY` set. Without it, a response that HTTP/2 writes in two parts waits for
+/// the client's delayed ACK (40 ms on Linux) before its second part leaves, which added about 40 ms to each call.
+fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Returns the caller if its role allows a call that needs `required`, or `permission denied` naming both roles.
@@ -189,5 +195,22 @@ fn outcome_word(code: tonic::Code) -> &'static str {
         | tonic::Code::FailedPrecondition
         | tonic::Code::OutOfRange => "rejected",
         _ => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn accepted_connections_disable_nagle() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut connections = super::incoming(listener);
+        let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+
+        let accepted = connections.next().await.expect("a connection").expect("accepted");
+
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is set on the accepted connection");
     }
 }

@@ -149,6 +149,10 @@ pub fn incoming(
                     continue;
                 }
             };
+            // As on the plain listener: without it, each response waits for the client's delayed ACK.
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let sender = sender.clone();
             let failures = failures.clone();

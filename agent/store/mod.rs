@@ -163,7 +163,7 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_owned();
         create_owner_only(&path)?;
-        let writer = schema::open_writer(&path)?;
+        let writer = schema::open_writer(&path).map_err(|error| error.with_path(&path))?;
         Ok(Store { inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }) })
     }
 

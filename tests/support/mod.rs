@@ -135,6 +135,8 @@ pub struct Clients {
     pub messages: proto::message_service_client::MessageServiceClient<Authed>,
     pub connectivity: proto::connectivity_service_client::ConnectivityServiceClient<Authed>,
     pub agent: proto::agent_service_client::AgentServiceClient<Authed>,
+    pub opt_outs: proto::opt_out_service_client::OptOutServiceClient<Authed>,
+    pub inbox: proto::inbox_service_client::InboxServiceClient<Authed>,
 }
 
 /// A running `nhsmail-agent` process with its own data directory.
@@ -218,6 +220,11 @@ impl AgentProcess {
         format!("http://{}", self.address)
     }
 
+    /// Returns the agent's process id, for reading its memory use from `/proc` or sending it signals such as SIGSTOP.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap().trim().to_string()
     }
@@ -234,7 +241,15 @@ impl AgentProcess {
                 channel.clone(),
                 interceptor.clone(),
             ),
-            agent: proto::agent_service_client::AgentServiceClient::with_interceptor(channel, interceptor),
+            agent: proto::agent_service_client::AgentServiceClient::with_interceptor(
+                channel.clone(),
+                interceptor.clone(),
+            ),
+            opt_outs: proto::opt_out_service_client::OptOutServiceClient::with_interceptor(
+                channel.clone(),
+                interceptor.clone(),
+            ),
+            inbox: proto::inbox_service_client::InboxServiceClient::with_interceptor(channel, interceptor),
         }
     }
 
@@ -252,11 +267,6 @@ impl AgentProcess {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// Returns the agent's process id, for sending it signals such as SIGSTOP.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Kills the agent with SIGKILL, as a power cut or the OOM killer would.

@@ -95,6 +95,25 @@ fn foreign_database_is_rejected_unchanged() {
 }
 
 #[test]
+fn corrupt_database_error_names_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.db");
+    drop(Store::open(&path).unwrap());
+    // Keep the first 100 bytes (the header, with our application_id) and make the rest unreadable.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for byte in &mut bytes[100..] {
+        *byte = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let error = Store::open(&path).unwrap_err();
+
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
 fn other_application_id_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.db");
