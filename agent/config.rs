@@ -182,7 +182,7 @@ pub struct PasswordSettings {
     pub history: u32,
     /// The change endpoint in Microsoft Graph's shape; `<graph_url>/me/changePassword` when not set.
     pub change_url: Option<Url>,
-    /// Longest wait for a changed password to be accepted by SMTP and IMAP, which can lag behind the change.
+    /// Maximum wait for a changed password to be accepted by SMTP and IMAP, which can lag behind the change.
     pub propagation_wait: Duration,
 }
 

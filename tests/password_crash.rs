@@ -28,7 +28,7 @@ const FAILPOINTS: [&str; 8] = [
     "rotation.after_commit",
 ];
 
-/// Rotations in the soak, unless NHSMAIL_SOAK_ROTATIONS says otherwise.
+/// Rotations in the soak, unless NHSMAIL_SOAK_ROTATIONS sets another number.
 const SOAK_ROTATIONS: usize = 200;
 
 /// Restarts a rig whose agent was killed, and checks it settles on the server's password without a lockout.
@@ -73,7 +73,7 @@ crash_tests! {
     crash_after_commit => FAILPOINTS[7],
 }
 
-/// Kills the agent while the sandbox holds its change request, before (`change_hold`) or after
+/// Kills the agent while the sandbox delays its change request, before (`change_hold`) or after
 /// (`change_hold_after_apply`) the new password takes effect on the server.
 async fn crash_around_server_change(fault: &str, applied: bool) {
     let mut rig = RotationRig::start().await;
@@ -177,7 +177,7 @@ async fn soak_rotations_with_crashes_and_faults() {
                 match rig.rotate().await {
                     Err(_) => figures.crashes += 1,
                     // A rotation can end before the crash point for a reason outside the agent, such as a
-                    // timeout on a loaded machine; the checks after each round still apply.
+                    // timeout on a loaded machine. The checks after each round still apply.
                     Ok(response) => {
                         println!("round {round}: the rotation ended before {point}: {}", response.outcome);
                         figures.ended_early += 1;

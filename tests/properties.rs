@@ -228,8 +228,9 @@ async fn app_without_mailbox(data_dir: &std::path::Path) -> Arc<App> {
     let config = Config::load_with_env(&overrides, env).expect("the test settings are valid");
     let store = Store::open(data_dir.join("agent.db")).expect("the database opens");
     let vault = Vault::open_or_create(data_dir).expect("the key file is created");
-    let credentials =
-        CredentialManager::load(store.clone(), vault, None, PasswordCalendar::default(), None).await.expect("the credentials load");
+    let credentials = CredentialManager::load(store.clone(), vault, None, PasswordCalendar::default(), None)
+        .await
+        .expect("the credentials load");
     App::new(config, store, credentials).0
 }
 

@@ -304,7 +304,7 @@ impl CredentialManager {
                     .as_ref()
                     .is_some_and(|current| current.expose() != credentials.secret.expose());
                 if stale {
-                    // A password replaced since this sign-in began says nothing about the current one.
+                    // A rejection of a password replaced since this sign-in began tells nothing about the current one.
                     tracing::info!(error, "the server rejected a password that has since been replaced");
                     return Ok(AfterRejection::SignInAgain);
                 }
@@ -575,7 +575,7 @@ impl CredentialManager {
         Ok(())
     }
 
-    /// Ends a rotation that did not change the password: forgets any pending password, recording its hash when the
+    /// Ends a rotation that did not change the password: discards any pending password, recording its hash when the
     /// server refused it, and schedules the next attempt after `retry_after`.
     pub async fn abandon_rotation(
         &self,

@@ -235,7 +235,7 @@ impl Store {
         .await
     }
 
-    /// Forgets the pending password, ending the rotation as `rotation` says, and records `refused` (the pending
+    /// Discards the pending password, ending the rotation with the fields of `rotation`, and records `refused` (the pending
     /// password's hash, when the server refused it) so it is never generated again. Returns whether one was pending.
     pub async fn discard_pending_credential(
         &self,
