@@ -5,7 +5,8 @@
 //! - [`store`]: the SQLite database; the only module that writes SQL.
 //! - [`sms`]: UK mobile number normalisation and SMS encoding and part counting. Pure, no I/O.
 //! - [`queue`]: message states, priorities, allowed transitions and backoff.
-//! - [`transport`]: SMTP out and IMAP in, with errors classified as transient, permanent or authentication.
+//! - [`transport`]: SMTP out and IMAP in, with errors classified as transient, permanent or authentication, and
+//!   the one-shot HTTP client of the token endpoint, the password change endpoint and the update feed.
 //! - [`mailbox`]: classification of inbound email (failure report, receipt, reply, other). Pure over bytes.
 //! - [`oauth`]: the OAuth 2.0 token client (password and refresh grants) for XOAUTH2 sign-in.
 //! - [`credentials`]: the encrypted password, the access token cache, the password's lifecycle state, the sending

@@ -8,22 +8,18 @@
 //! Neither the password nor a token appears in an error, a log line or `Debug` output.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http::Method;
 use hyper::StatusCode;
-use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper_util::rt::TokioIo;
+use hyper::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use url::{Host, Url};
+use url::Url;
 
 use crate::secret::Secret;
-use crate::transport::{ConfigError, TlsSettings, is_loopback_host, tls};
+use crate::transport::http::{HttpEndpoint, HttpError};
+use crate::transport::{ConfigError, TlsSettings};
 
 /// The scope that grants IMAP and SMTP access to Exchange Online, plus a refresh token. It names a resource; the
 /// agent never contacts that host.
@@ -175,12 +171,7 @@ fn is_transient_status(status: u16) -> bool {
 /// Requests tokens from one token endpoint. It keeps no tokens; the caller caches them.
 pub struct OAuthClient {
     settings: OAuthSettings,
-    /// `None` for an http:// URL.
-    tls: Option<Arc<rustls::ClientConfig>>,
-    host: String,
-    port: u16,
-    /// The endpoint as `host:port`, for messages.
-    server: String,
+    endpoint: HttpEndpoint,
     timeout: Duration,
 }
 
@@ -201,31 +192,13 @@ impl OAuthClient {
     /// `tls` adds CA certificates to the system's for an https:// URL. Plain http:// is accepted only for a loopback
     /// host, as for mail.
     pub fn new(settings: OAuthSettings, tls: &TlsSettings, timeout: Duration) -> Result<Self, OAuthError> {
-        let url = &settings.token_url;
-        let invalid = |reason| ConfigError::InvalidSetting { name: "token_url", reason };
-        let host = match url.host() {
-            Some(Host::Domain(name)) => name.to_owned(),
-            Some(Host::Ipv4(address)) => address.to_string(),
-            Some(Host::Ipv6(address)) => address.to_string(),
-            None => return Err(invalid("must name a host").into()),
-        };
-        let port = url.port_or_known_default().ok_or(invalid("must name a port"))?;
         if timeout.is_zero() {
             return Err(
                 ConfigError::InvalidSetting { name: "token timeout", reason: "must be greater than zero" }.into()
             );
         }
-        let tls = match url.scheme() {
-            "https" => {
-                tls::server_name(&host)?;
-                Some(tls::client_config(tls)?)
-            }
-            "http" if is_loopback_host(&host) => None,
-            "http" => return Err(invalid("plain http is allowed only for a loopback host; use https").into()),
-            _ => return Err(invalid("must be an http:// or https:// URL").into()),
-        };
-        let server = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        Ok(Self { settings, tls, host, port, server, timeout })
+        let endpoint = HttpEndpoint::new(&settings.token_url, tls, "token_url")?;
+        Ok(Self { settings, endpoint, timeout })
     }
 
     pub fn settings(&self) -> &OAuthSettings {
@@ -255,92 +228,30 @@ impl OAuthClient {
         self.request(Grant::RefreshToken, form).await
     }
 
+    /// Posts the form and reads the response, over TLS if the URL is https://.
     async fn request(&self, grant: Grant, form: String) -> Result<Tokens, OAuthError> {
+        let headers = [(CONTENT_TYPE, "application/x-www-form-urlencoded"), (ACCEPT, "application/json")];
+        let request = self.endpoint.request(Method::POST, &headers, Bytes::from(form))?;
         let sent_at = Instant::now();
-        let (status, body) = match tokio::time::timeout(self.timeout, self.exchange(form)).await {
-            Ok(result) => result?,
-            Err(_elapsed) => return Err(OAuthError::Timeout { server: self.server.clone(), after: self.timeout }),
-        };
-        read_response(&self.server, grant, status, &body, sent_at)
-    }
-
-    /// Connects, secures the connection if the URL is https://, posts the form and reads the whole response.
-    async fn exchange(&self, form: String) -> Result<(StatusCode, Bytes), OAuthError> {
-        let request = self.build_request(form)?;
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|source| OAuthError::Connect { server: self.server.clone(), source })?;
-        match &self.tls {
-            None => send(tcp, request, &self.server).await,
-            Some(config) => {
-                let name = tls::server_name(&self.host)?;
-                let stream = TlsConnector::from(Arc::clone(config))
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|source| OAuthError::TlsHandshake { server: self.server.clone(), source })?;
-                send(stream, request, &self.server).await
-            }
-        }
-    }
-
-    fn build_request(&self, form: String) -> Result<http::Request<Full<Bytes>>, OAuthError> {
-        let url = &self.settings.token_url;
-        let target = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
-        };
-        let host = url.host_str().unwrap_or_default();
-        let host = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        };
-        http::Request::post(target)
-            .header(HOST, host)
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(ACCEPT, "application/json")
-            .header(USER_AGENT, concat!("nhsmail-agent/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::from(form)))
-            .map_err(|_| {
-                ConfigError::InvalidSetting { name: "token_url", reason: "cannot be used as an HTTP request target" }
-                    .into()
-            })
+        let response = self.endpoint.send(request, MAX_RESPONSE_BYTES, self.timeout).await.map_err(transport_error)?;
+        read_response(self.endpoint.label(), grant, response.status, &response.body, sent_at)
     }
 }
 
-/// Runs one HTTP/1.1 exchange on `io` and returns the status and the body.
-pub(crate) async fn send<S>(
-    io: S,
-    request: http::Request<Full<Bytes>>,
-    server: &str,
-) -> Result<(StatusCode, Bytes), OAuthError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let http_error = |source| OAuthError::Http { server: server.to_owned(), source };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(http_error)?;
-
-    let exchange = async move {
-        let response = sender.send_request(request).await.map_err(http_error)?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES).collect().await.map_err(|error| {
-            OAuthError::InvalidResponse {
-                server: server.to_owned(),
-                reason: format!("cannot read the body of at most {MAX_RESPONSE_BYTES} bytes: {error}"),
-            }
-        })?;
-        Ok((status, body.to_bytes()))
-    };
-
-    // The connection future does the reading and writing, while the exchange only hands over the request and
-    // collects the response, so both are polled together.
-    let mut connection = std::pin::pin!(connection);
-    let mut exchange = std::pin::pin!(exchange);
-    tokio::select! {
-        result = &mut exchange => result,
-        ended = &mut connection => match ended {
-            Ok(()) => exchange.await,
-            Err(source) => Err(http_error(source)),
-        },
+/// Converts a failed request into the token endpoint's wording. A body that cannot be read is an invalid response.
+fn transport_error(error: HttpError) -> OAuthError {
+    let body_error = |server, reason| OAuthError::InvalidResponse { server, reason };
+    match error {
+        HttpError::Connect { server, source } => OAuthError::Connect { server, source },
+        HttpError::TlsHandshake { server, source } => OAuthError::TlsHandshake { server, source },
+        HttpError::Http { server, source } => OAuthError::Http { server, source },
+        HttpError::Timeout { server, after } => OAuthError::Timeout { server, after },
+        HttpError::BodyTooLarge { server, limit } => {
+            body_error(server, format!("the body is larger than {limit} bytes"))
+        }
+        HttpError::BodyUnreadable { server, source } => {
+            body_error(server, format!("cannot read the body of at most {MAX_RESPONSE_BYTES} bytes: {source}"))
+        }
     }
 }
 

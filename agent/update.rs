@@ -4,22 +4,18 @@
 //! The document: `{"latest_version": "0.2.0", "notes": "What changed, in one or two sentences."}`. `notes` is
 //! optional; other fields are ignored so the feed can grow.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::header::{ACCEPT, HOST, USER_AGENT};
-use hyper_util::rt::TokioIo;
+use http::Method;
+use hyper::header::ACCEPT;
 use serde::Deserialize;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use url::Url;
 
 use crate::config::UpdateFeed;
 use crate::transport::TlsSettings;
-use crate::transport::tls;
+use crate::transport::http::{HttpEndpoint, HttpError};
 
 /// Maximum size of a feed document, so a wrong URL cannot fill memory.
 const MAX_FEED_BYTES: usize = 64 * 1024;
@@ -67,15 +63,9 @@ pub async fn check(
                 .await
                 .map_err(|error| UpdateFeedError::Read { path: path_text, reason: error.kind().to_string() })?
         }
-        UpdateFeed::Url(url) => match tokio::time::timeout(timeout, fetch(url, tls)).await {
-            Ok(result) => result.map_err(|reason| UpdateFeedError::Fetch { url: url.to_string(), reason })?,
-            Err(_) => {
-                return Err(UpdateFeedError::Fetch {
-                    url: url.to_string(),
-                    reason: format!("timed out after {} seconds", timeout.as_secs()),
-                });
-            }
-        },
+        UpdateFeed::Url(url) => {
+            fetch(url, tls, timeout).await.map_err(|reason| UpdateFeedError::Fetch { url: url.to_string(), reason })?
+        }
     };
     parse(&document, current, Utc::now()).map_err(|reason| UpdateFeedError::Invalid { feed: feed.to_string(), reason })
 }
@@ -137,66 +127,31 @@ impl Version {
     }
 }
 
-/// Fetches the document with one HTTP/1.1 GET, over TLS for https://. Returns the body of a 200 response.
-async fn fetch(url: &Url, tls_settings: &TlsSettings) -> Result<Vec<u8>, String> {
-    let host = url.host_str().ok_or("the URL has no host")?.trim_matches(['[', ']']).to_string();
-    let port = url.port_or_known_default().ok_or("the URL has no port")?;
-    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|error| error.kind().to_string())?;
-    let target = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_string(),
-    };
-    let authority = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_string(),
-    };
-    let request = http::Request::get(target)
-        .header(HOST, authority)
-        .header(ACCEPT, "application/json")
-        .header(USER_AGENT, concat!("nhsmail-agent/", env!("CARGO_PKG_VERSION")))
-        .body(Empty::<Bytes>::new())
+/// Fetches the document with one HTTP/1.1 GET within `timeout`, over TLS for https://. Returns the body of a 200
+/// response.
+async fn fetch(url: &Url, tls: &TlsSettings, timeout: Duration) -> Result<Vec<u8>, String> {
+    let endpoint = HttpEndpoint::new(url, tls, "[agent] update_feed").map_err(|error| error.to_string())?;
+    let request = endpoint
+        .request(Method::GET, &[(ACCEPT, "application/json")], Bytes::new())
         .map_err(|error| error.to_string())?;
-
-    if url.scheme() == "https" {
-        let config = tls::client_config(tls_settings).map_err(|error| error.to_string())?;
-        let name = tls::server_name(&host).map_err(|error| error.to_string())?;
-        let stream =
-            TlsConnector::from(Arc::clone(&config)).connect(name, tcp).await.map_err(|error| error.to_string())?;
-        get(stream, request).await
-    } else {
-        get(tcp, request).await
+    let response = endpoint.send(request, MAX_FEED_BYTES, timeout).await.map_err(fetch_error)?;
+    if response.status != http::StatusCode::OK {
+        return Err(format!("the server responded {}", response.status));
     }
+    Ok(response.body.to_vec())
 }
 
-async fn get<S>(io: S, request: http::Request<Empty<Bytes>>) -> Result<Vec<u8>, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|error| error.to_string())?;
-    let exchange = async move {
-        let response = sender.send_request(request).await.map_err(|error| error.to_string())?;
-        let status = response.status();
-        if status != http::StatusCode::OK {
-            return Err(format!("the server responded {status}"));
+/// Describes a failed fetch without the server, which the caller's message names in the URL.
+fn fetch_error(error: HttpError) -> String {
+    match error {
+        HttpError::Connect { source, .. } => source.kind().to_string(),
+        HttpError::TlsHandshake { source, .. } => source.to_string(),
+        HttpError::Http { source, .. } => source.to_string(),
+        HttpError::BodyTooLarge { limit, .. } => format!("the body is larger than {limit} bytes"),
+        HttpError::BodyUnreadable { source, .. } => {
+            format!("cannot read a body of at most {MAX_FEED_BYTES} bytes: {source}")
         }
-        let body = Limited::new(response.into_body(), MAX_FEED_BYTES)
-            .collect()
-            .await
-            .map_err(|error| format!("cannot read a body of at most {MAX_FEED_BYTES} bytes: {error}"))?;
-        Ok(body.to_bytes().to_vec())
-    };
-
-    // The connection future does the reading and writing, so it is polled here with the exchange rather than
-    // spawned: when the caller's timeout drops this future, the connection is closed with it.
-    let mut connection = std::pin::pin!(connection);
-    let mut exchange = std::pin::pin!(exchange);
-    tokio::select! {
-        result = &mut exchange => result,
-        ended = &mut connection => match ended {
-            Ok(()) => exchange.await,
-            Err(error) => Err(error.to_string()),
-        },
+        HttpError::Timeout { after, .. } => format!("timed out after {} seconds", after.as_secs()),
     }
 }
 

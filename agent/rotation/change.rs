@@ -5,18 +5,19 @@
 //! history), the current password rejected, or the result left unknown: a timeout or a dropped connection may
 //! come after the server applied the change, so only a sign-in can tell.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use url::{Host, Url};
+use http::Method;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use url::Url;
 
 use crate::secret::Secret;
-use crate::transport::{ConfigError, TlsSettings, is_loopback_host, tls};
+use crate::transport::http::HttpEndpoint;
+use crate::transport::{ConfigError, TlsSettings};
+
+/// The largest response body read from the change endpoint, the same limit as for the token endpoint.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// The outcome of a change request that did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -37,111 +38,45 @@ pub enum ChangeError {
 
 /// Posts password changes to one endpoint.
 pub struct PasswordChanger {
-    url: Url,
-    host: String,
-    port: u16,
-    server: String,
-    /// `None` for an http:// URL.
-    tls: Option<Arc<rustls::ClientConfig>>,
+    endpoint: HttpEndpoint,
     timeout: Duration,
 }
 
 impl PasswordChanger {
     /// Checks the URL and loads the trusted certificates. Does not connect.
     pub fn new(url: Url, tls: &TlsSettings, timeout: Duration) -> Result<PasswordChanger, ConfigError> {
-        let invalid = |reason| ConfigError::InvalidSetting { name: "[password] change_url", reason };
-        let host = match url.host() {
-            Some(Host::Domain(name)) => name.to_owned(),
-            Some(Host::Ipv4(address)) => address.to_string(),
-            Some(Host::Ipv6(address)) => address.to_string(),
-            None => return Err(invalid("must name a host")),
-        };
-        let port = url.port_or_known_default().ok_or(invalid("must name a port"))?;
-        let tls = match url.scheme() {
-            "https" => {
-                tls::server_name(&host)?;
-                Some(tls::client_config(tls)?)
-            }
-            "http" if is_loopback_host(&host) => None,
-            "http" => return Err(invalid("plain http is allowed only for a loopback host; use https")),
-            _ => return Err(invalid("must be an http:// or https:// URL")),
-        };
-        let server = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        Ok(PasswordChanger { url, host, port, server, tls, timeout })
+        let endpoint = HttpEndpoint::new(&url, tls, "[password] change_url")?;
+        Ok(PasswordChanger { endpoint, timeout })
     }
 
     pub fn url(&self) -> &Url {
-        &self.url
+        self.endpoint.url()
     }
 
-    /// Asks the server to change the password from `current` to `new`.
+    /// Asks the server to change the password from `current` to `new`. Any failure to get a response is
+    /// [`ChangeError::Unknown`], because the server may have applied the change before the failure.
     pub async fn change(&self, access_token: &Secret, current: &Secret, new: &Secret) -> Result<(), ChangeError> {
         let body = serde_json::json!({ "currentPassword": current.expose(), "newPassword": new.expose() }).to_string();
-        let request = self.build_request(access_token, body)?;
-        let (status, body) = match tokio::time::timeout(self.timeout, self.exchange(request)).await {
-            Ok(result) => result?,
-            Err(_elapsed) => {
-                return Err(ChangeError::Unknown(format!(
-                    "{} did not respond within {} ms",
-                    self.server,
-                    self.timeout.as_millis()
-                )));
-            }
-        };
-        let code = status.as_u16();
-        if status.is_success() {
+        let authorization = format!("Bearer {}", access_token.expose());
+        let headers =
+            [(AUTHORIZATION, authorization.as_str()), (CONTENT_TYPE, "application/json"), (ACCEPT, "application/json")];
+        let request = self.endpoint.request(Method::POST, &headers, Bytes::from(body))?;
+        let response = self
+            .endpoint
+            .send(request, MAX_RESPONSE_BYTES, self.timeout)
+            .await
+            .map_err(|error| ChangeError::Unknown(error.to_string()))?;
+
+        let code = response.status.as_u16();
+        if response.status.is_success() {
             return Ok(());
         }
-        let message = graph_message(&body).unwrap_or_else(|| format!("HTTP {code}"));
+        let message = graph_message(&response.body).unwrap_or_else(|| format!("HTTP {code}"));
         match code {
             400 => Err(ChangeError::Refused(message)),
             401 | 403 => Err(ChangeError::CurrentRejected(message)),
-            _ => Err(ChangeError::Unknown(format!("{} returned {message}", self.server))),
+            _ => Err(ChangeError::Unknown(format!("{} returned {message}", self.endpoint.label()))),
         }
-    }
-
-    async fn exchange(&self, request: http::Request<Full<Bytes>>) -> Result<(hyper::StatusCode, Bytes), ChangeError> {
-        let unknown = |reason: String| ChangeError::Unknown(reason);
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|error| unknown(format!("cannot connect to {}: {error}", self.server)))?;
-        let result = match &self.tls {
-            None => crate::oauth::send(tcp, request, &self.server).await,
-            Some(config) => {
-                let name = tls::server_name(&self.host)?;
-                let stream = TlsConnector::from(Arc::clone(config))
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|error| unknown(format!("tls handshake with {} failed: {error}", self.server)))?;
-                crate::oauth::send(stream, request, &self.server).await
-            }
-        };
-        result.map_err(|error| unknown(format!("http exchange with {} failed: {}", self.server, error_source(&error))))
-    }
-
-    fn build_request(&self, access_token: &Secret, body: String) -> Result<http::Request<Full<Bytes>>, ChangeError> {
-        let target = match self.url.query() {
-            Some(query) => format!("{}?{query}", self.url.path()),
-            None => self.url.path().to_owned(),
-        };
-        let host = match self.url.port() {
-            Some(port) => format!("{}:{port}", self.url.host_str().unwrap_or_default()),
-            None => self.url.host_str().unwrap_or_default().to_owned(),
-        };
-        http::Request::post(target)
-            .header(HOST, host)
-            .header(AUTHORIZATION, format!("Bearer {}", access_token.expose()))
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json")
-            .header(USER_AGENT, concat!("nhsmail-agent/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|_| {
-                ConfigError::InvalidSetting {
-                    name: "[password] change_url",
-                    reason: "cannot be used as an HTTP request target",
-                }
-                .into()
-            })
     }
 }
 
@@ -150,14 +85,6 @@ fn graph_message(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let message = value.get("error")?.get("message")?.as_str()?;
     Some(message.lines().next().unwrap_or_default().chars().take(200).collect())
-}
-
-/// Returns the underlying cause of a transport failure without the token endpoint's wording.
-fn error_source(error: &crate::oauth::OAuthError) -> String {
-    match std::error::Error::source(error) {
-        Some(source) => source.to_string(),
-        None => error.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! SMTP out and IMAP in, protocol only, with every failure classified so the caller knows
 //! whether to retry, fail the message, hold it as uncertain or close the sending gate.
+//! [`http`] runs the one-shot HTTP/1.1 requests to the token endpoint, the password change
+//! endpoint and the update feed.
 //!
 //! This module owns the settings both protocols share: where the server is ([`Endpoint`]), how
 //! the connection is secured ([`Security`], [`TlsSettings`]) and who signs in ([`Credentials`]).
 //! An unencrypted connection is allowed only to a loopback host.
 
+pub(crate) mod http;
 pub mod imap;
 pub mod smtp;
 pub(crate) mod tls;
