@@ -304,7 +304,7 @@ impl CredentialManager {
                     .as_ref()
                     .is_some_and(|current| current.expose() != credentials.secret.expose());
                 if stale {
-                    // A rejection of a password replaced since this sign-in began tells nothing about the current one.
+                    // A rejection of a password replaced since this sign-in began proves nothing about the current one.
                     tracing::info!(error, "the server rejected a password that has since been replaced");
                     return Ok(AfterRejection::SignInAgain);
                 }
@@ -387,6 +387,7 @@ impl CredentialManager {
         let state = PasswordState::Ok;
         self.store.save_credential(encrypted, now, state.as_str()).await?;
         self.store.add_password_history(history::hash(&password), now).await?;
+
         let status = CredentialStatus {
             state: state.as_str().into(),
             last_error: None,
@@ -397,6 +398,7 @@ impl CredentialManager {
         if verified_at.is_some() {
             self.store.update_credential_status(status.clone()).await?;
         }
+
         {
             let mut inner = self.lock_inner();
             inner.password = Some(password);

@@ -92,7 +92,7 @@ impl HttpEndpoint {
         &self.url
     }
 
-    /// The endpoint as `host:port`.
+    /// Returns the endpoint as `host:port`.
     pub(crate) fn label(&self) -> &str {
         &self.label
     }

@@ -26,16 +26,16 @@ pub enum FaultKind {
     /// A UID FETCH sends part of its first message literal, then the connection is closed.
     #[serde(rename = "imap_drop_mid_fetch")]
     ImapDropMidFetch,
-    /// Each SMTP reply and IMAP command's answer is delayed by `delay_ms`.
+    /// Each SMTP reply and IMAP command's response is delayed by `delay_ms`.
     #[serde(rename = "slow")]
     Slow,
-    /// Graph's changePassword answers 503 without changing anything.
+    /// Graph's changePassword responds 503 without changing anything.
     #[serde(rename = "change_5xx")]
     Change5xx,
     /// Graph's changePassword refuses the new password with 400, as for a password used before.
     #[serde(rename = "change_refuse")]
     ChangeRefuse,
-    /// Graph's changePassword changes the password, then answers 504 as if the reply were lost on the way.
+    /// Graph's changePassword changes the password, then responds 504 as if the reply were lost on the way.
     #[serde(rename = "change_lost_reply")]
     ChangeLostReply,
     /// Graph's changePassword waits `delay_ms` before changing anything; a client that disconnects meanwhile

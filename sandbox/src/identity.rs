@@ -163,7 +163,7 @@ fn sign_in_error(error: &SignInError) -> Response {
         SignInError::Locked { .. } => 50053,
         SignInError::Expired { .. } => 50055,
         SignInError::InvalidToken => 70008,
-        SignInError::Propagating => unreachable!("answered with 503 above"),
+        SignInError::Propagating => unreachable!("returned as 503 above"),
     };
     oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", code, &error.to_string())
 }
